@@ -1,0 +1,207 @@
+// Package lock takes, waits for, releases and inspects PostgreSQL session-level
+// advisory locks on one dedicated connection. It knows nothing of migrations:
+// it is the mutual exclusion that lets many replicas agree on a single writer.
+//
+// Session-level locks belong to the backend process, so the connection that
+// took the lock must stay the same one until Unlock (never a pool), and a
+// transaction-pooling proxy in between cannot hold them.
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockmigrate/lockmigrate/internal/backoff"
+)
+
+// Querier is the part of *pgx.Conn the lock needs. It is an interface so a
+// caller can wrap the connection (tracing, counting round trips) without the
+// lock caring.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// DefaultUnlockTimeout bounds the release call. Release runs on shutdown paths
+// where the caller's context is often already cancelled.
+const DefaultUnlockTimeout = 5 * time.Second
+
+// DefaultWaitBackoff spaces the try-lock attempts of a waiting replica: short
+// enough that a waiter takes over within about a second of the release, long
+// enough that a hundred waiters cost the server nothing.
+var DefaultWaitBackoff = backoff.Policy{Initial: 50 * time.Millisecond, Max: time.Second}
+
+// holderLogEvery limits how often a waiting replica logs who holds the lock.
+const holderLogEvery = 30 * time.Second
+
+// Advisory is a session-level advisory lock identified by Key, taken on Conn.
+// The zero values of the optional fields are usable.
+type Advisory struct {
+	Conn Querier
+	Key  int64
+	// Logger receives "waiting for lock" events with the holder; nil discards.
+	Logger *slog.Logger
+	// Backoff spaces Wait's attempts; zero means DefaultWaitBackoff.
+	Backoff backoff.Policy
+	// UnlockTimeout bounds Unlock; zero means DefaultUnlockTimeout.
+	UnlockTimeout time.Duration
+}
+
+// New returns an advisory lock on conn with the default settings.
+func New(conn Querier, key int64, logger *slog.Logger) *Advisory {
+	return &Advisory{Conn: conn, Key: key, Logger: logger}
+}
+
+// TryLock calls pg_try_advisory_lock once and reports whether it was granted.
+// It never blocks on the server, so the session never sits in a lock queue
+// holding a snapshot that CREATE INDEX CONCURRENTLY would have to wait for.
+func (a *Advisory) TryLock(ctx context.Context) (bool, error) {
+	var ok bool
+	if err := a.Conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", a.Key).Scan(&ok); err != nil {
+		return false, fmt.Errorf("pg_try_advisory_lock(%d): %w", a.Key, err)
+	}
+	return ok, nil
+}
+
+// Wait retries TryLock with jittered backoff until it wins or ctx ends, and
+// returns how many attempts it made. On ctx's end it returns context.Cause(ctx),
+// so a caller can tell its own wait timeout from a shutdown signal.
+func (a *Advisory) Wait(ctx context.Context) (int, error) {
+	policy := a.Backoff
+	if policy == (backoff.Policy{}) {
+		policy = DefaultWaitBackoff
+	}
+	var lastLog time.Time
+	for attempt := 1; ; attempt++ {
+		ok, err := a.TryLock(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return attempt, context.Cause(ctx)
+			}
+			return attempt, err
+		}
+		if ok {
+			return attempt, nil
+		}
+		if time.Since(lastLog) >= holderLogEvery {
+			lastLog = time.Now()
+			a.logHolder(ctx, "advisory lock held elsewhere, waiting", slog.Int("attempt", attempt))
+		}
+		if err := backoff.Sleep(ctx, policy.Delay(attempt)); err != nil {
+			return attempt, err
+		}
+	}
+}
+
+// Unlock releases the lock. It ignores the caller's cancellation (but keeps
+// its values) and applies its own short timeout, because it must run on every
+// exit path, including after SIGTERM cancelled the run's context. Should the
+// release fail, PostgreSQL still frees the lock when the session closes.
+func (a *Advisory) Unlock(ctx context.Context) error {
+	timeout := a.UnlockTimeout
+	if timeout <= 0 {
+		timeout = DefaultUnlockTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	var released bool
+	if err := a.Conn.QueryRow(ctx, "SELECT pg_advisory_unlock($1)", a.Key).Scan(&released); err != nil {
+		return fmt.Errorf("pg_advisory_unlock(%d): %w", a.Key, err)
+	}
+	if !released {
+		return fmt.Errorf("pg_advisory_unlock(%d): %w", a.Key, ErrNotHeld)
+	}
+	return nil
+}
+
+// ErrNotHeld reports an Unlock of a lock this session did not hold.
+var ErrNotHeld = errors.New("lock was not held by this session")
+
+// Holder describes the session that holds an advisory lock, as far as
+// pg_stat_activity shows it to the current role.
+type Holder struct {
+	PID             int32     `json:"pid"`
+	ApplicationName string    `json:"application_name"`
+	ClientAddr      string    `json:"client_addr"` // "local" for a Unix socket, "" when hidden
+	User            string    `json:"user"`
+	State           string    `json:"state"`
+	Since           time.Time `json:"since"` // the holder's backend start: lock holders take the lock right after connecting
+	StateChange     time.Time `json:"state_change"`
+}
+
+// LogValue renders the holder as a group of log attributes.
+func (h Holder) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int("pid", int(h.PID)),
+		slog.String("application_name", h.ApplicationName),
+		slog.String("client_addr", h.ClientAddr),
+		slog.String("user", h.User),
+		slog.String("state", h.State),
+		slog.Time("since", h.Since),
+	)
+}
+
+// holderSQL finds the granted advisory lock with a bigint key: PostgreSQL
+// stores such a key as classid = high 32 bits, objid = low 32 bits and
+// objsubid = 1, scoped to the current database.
+const holderSQL = `
+SELECT l.pid,
+       coalesce(a.application_name, ''),
+       CASE WHEN a.pid IS NULL THEN ''
+            WHEN a.client_addr IS NULL AND a.client_port = -1 THEN 'local'
+            ELSE coalesce(host(a.client_addr), '') END,
+       coalesce(a.usename::text, ''),
+       coalesce(a.state, ''),
+       coalesce(a.backend_start, 'epoch'::timestamptz),
+       coalesce(a.state_change, 'epoch'::timestamptz)
+  FROM pg_locks l
+  LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory'
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::int8 = $1 AND l.objid::int8 = $2 AND l.objsubid = 1
+   AND l.granted
+ LIMIT 1`
+
+// Holder looks up the session holding the lock. It returns (nil, nil) when
+// nobody holds it.
+func (a *Advisory) Holder(ctx context.Context) (*Holder, error) {
+	hi, lo := SplitKey(a.Key)
+	var h Holder
+	err := a.Conn.QueryRow(ctx, holderSQL, hi, lo).Scan(
+		&h.PID, &h.ApplicationName, &h.ClientAddr, &h.User, &h.State, &h.Since, &h.StateChange)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up holder of advisory lock %d: %w", a.Key, err)
+	}
+	return &h, nil
+}
+
+// SplitKey returns the (classid, objid) pair under which pg_locks shows a
+// bigint advisory key.
+func SplitKey(key int64) (classid, objid int64) {
+	u := uint64(key)
+	return int64(u >> 32), int64(u & 0xffffffff)
+}
+
+// logHolder logs msg with the current holder; a failed lookup is logged too
+// but never fails the caller, since it is only diagnostics.
+func (a *Advisory) logHolder(ctx context.Context, msg string, attrs ...slog.Attr) {
+	if a.Logger == nil {
+		return
+	}
+	attrs = append(attrs, slog.Int64("lock_key", a.Key))
+	h, err := a.Holder(ctx)
+	switch {
+	case err != nil:
+		attrs = append(attrs, slog.String("holder_error", err.Error()))
+	case h != nil:
+		attrs = append(attrs, slog.Any("holder", *h))
+	}
+	a.Logger.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
+}
