@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lockmigrate/lockmigrate/internal/config"
+	"github.com/lockmigrate/lockmigrate/lock"
+	"github.com/lockmigrate/lockmigrate/runner"
+)
+
+type command func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int
+
+var commands = map[string]command{
+	"migrate":  cmdMigrate,
+	"status":   cmdStatus,
+	"validate": cmdValidate,
+}
+
+func writeHelp(w io.Writer) {
+	fmt.Fprintf(w, `lockmigrate %s: apply SQL migrations to PostgreSQL exactly once, from many replicas at once.
+
+Usage:
+  lockmigrate [migrate]        take the advisory lock and apply pending migrations (the default)
+  lockmigrate status [--json]  show applied and pending migrations and the lock holder
+  lockmigrate validate         check the migration set (and the database, when one is configured)
+  lockmigrate version          print the version
+  lockmigrate --help           this text
+
+Configuration comes from environment variables only:
+`, version)
+	config.WriteHelp(w)
+	fmt.Fprint(w, `
+Exit codes: 0 applied, up to date, skipped or waited; 1 a migration failed; 2 configuration or usage;
+3 database unreachable or authentication failed; 4 wait timeout; 5 validation; 130/143 SIGINT/SIGTERM.
+`)
+}
+
+func noArgs(args []string, stderr io.Writer, cmd string) bool {
+	if len(args) == 0 {
+		return true
+	}
+	fmt.Fprintf(stderr, "lockmigrate: %s takes no arguments, got %q; run lockmigrate --help\n", cmd, args)
+	return false
+}
+
+// cmdMigrate is the main job: fast path, lock, apply, unlock.
+func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, _, stderr io.Writer) int {
+	if !noArgs(args, stderr, "migrate") {
+		return exitUsage
+	}
+	start := time.Now()
+	e, code := setup(getenv, stderr, "migrate")
+	if e == nil {
+		return code
+	}
+	e.log.LogAttrs(ctx, slog.LevelInfo, "run started",
+		slog.String("version", version), slog.String("pod", e.podName),
+		slog.String("namespace", e.cfg.PodNamespace),
+		slog.String("history_table", e.cfg.Schema+"."+e.cfg.Table), slog.Int64("lock_key", e.key),
+		slog.Int("migrations", len(e.migs)), slog.String("on_locked", e.cfg.OnLocked),
+		slog.String("transaction", e.cfg.Transaction))
+
+	res, holder, err := e.migrate(ctx)
+	code = exitCode(ctx, err)
+	attrs := []slog.Attr{
+		slog.Int("exit_code", code),
+		slog.Int64("duration_ms", time.Since(start).Milliseconds()),
+	}
+	if res != nil {
+		attrs = append(attrs,
+			slog.Int("applied", len(res.Applied)), slog.Int("pending", res.Pending),
+			slog.Int64("schema_version", res.SchemaVersion),
+			slog.Bool("lock_acquired", res.LockAcquired), slog.Int("lock_attempts", res.LockAttempts),
+			slog.Int64("lock_wait_ms", res.LockWait.Milliseconds()),
+			slog.Int64("lock_held_ms", res.LockHeld.Milliseconds()))
+		if res.LockTimeoutRetries > 0 {
+			attrs = append(attrs, slog.Int("lock_timeout_retries", res.LockTimeoutRetries))
+		}
+	}
+	if holder != nil {
+		attrs = append(attrs, slog.Any("holder", *holder))
+	}
+	if err != nil {
+		attrs = append([]slog.Attr{slog.String("outcome", "failed"), slog.String("error_kind", errorKind(code)),
+			slog.String("error", err.Error())}, attrs...)
+		e.log.LogAttrs(ctx, slog.LevelError, "run finished", attrs...)
+		return code
+	}
+	attrs = append([]slog.Attr{slog.String("outcome", string(res.Outcome))}, attrs...)
+	e.log.LogAttrs(ctx, slog.LevelInfo, "run finished", attrs...)
+	return code
+}
+
+func (e *env) migrate(ctx context.Context) (*runner.Result, *lock.Holder, error) {
+	conn, err := e.connect(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer closeConn(ctx, conn)
+	adv := lock.New(conn, e.key, e.log)
+	r, err := runner.New(conn, adv, e.migs, e.runnerOptions())
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := r.Migrate(ctx)
+	var holder *lock.Holder
+	if err == nil && res.Outcome == runner.OutcomeSkipped {
+		// Diagnostics only: a failed lookup must not fail the run.
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		holder, _ = adv.Holder(lctx)
+		cancel()
+	}
+	return res, holder, err
+}
+
+// statusReport is status's --json document.
+type statusReport struct {
+	*runner.Status
+	HistoryTable string       `json:"history_table"`
+	LockKey      int64        `json:"lock_key"`
+	LockHolder   *lock.Holder `json:"lock_holder"`
+}
+
+func cmdStatus(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("status", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	asJSON := fl.Bool("json", false, "print JSON instead of a table")
+	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
+		return exitUsage
+	}
+	e, code := setup(getenv, stderr, "status")
+	if e == nil {
+		return code
+	}
+	rep, err := e.status(ctx)
+	if err != nil {
+		code := exitCode(ctx, err)
+		e.log.Error("status failed", "error", err.Error(), "exit_code", code)
+		return code
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+		return exitOK
+	}
+	writeStatus(stdout, rep)
+	return exitOK
+}
+
+func (e *env) status(ctx context.Context) (*statusReport, error) {
+	conn, err := e.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(ctx, conn)
+	adv := lock.New(conn, e.key, e.log)
+	r, err := runner.New(conn, adv, e.migs, e.runnerOptions())
+	if err != nil {
+		return nil, err
+	}
+	st, err := r.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	holder, err := adv.Holder(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &statusReport{Status: st, HistoryTable: e.cfg.Schema + "." + e.cfg.Table,
+		LockKey: e.key, LockHolder: holder}, nil
+}
+
+func writeStatus(w io.Writer, rep *statusReport) {
+	fmt.Fprintf(w, "history table: %s  lock key: %d\n", rep.HistoryTable, rep.LockKey)
+	fmt.Fprintf(w, "schema version: %d  applied: %d  pending: %d\n", rep.SchemaVersion, rep.Applied, rep.Pending)
+	if h := rep.LockHolder; h != nil {
+		fmt.Fprintf(w, "lock: held by pid %d (%s) from %s, user %s, connected since %s, %s\n",
+			h.PID, h.ApplicationName, h.ClientAddr, h.User, h.Since.UTC().Format(time.RFC3339), h.State)
+	} else {
+		fmt.Fprintln(w, "lock: free")
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nVERSION\tNAME\tSTATE\tAPPLIED AT\tBY\tDURATION")
+	for _, m := range rep.Migrations {
+		at, dur := "-", "-"
+		if m.AppliedAt != nil {
+			at = m.AppliedAt.UTC().Format(time.RFC3339)
+			dur = (time.Duration(m.DurationMS) * time.Millisecond).String()
+		}
+		by := m.AppliedBy
+		if by == "" {
+			by = "-"
+		}
+		name := m.Name
+		if m.NoTransaction {
+			name += " (no-transaction)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", m.Version, name, m.State, at, by, dur)
+	}
+	tw.Flush()
+}
+
+func cmdValidate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if !noArgs(args, stderr, "validate") {
+		return exitUsage
+	}
+	e, code := setup(getenv, stderr, "validate")
+	if e == nil {
+		return code
+	}
+	checked := "offline"
+	if databaseConfigured(e.cfg, getenv) {
+		checked = "against the database"
+		if err := e.validate(ctx); err != nil {
+			code := exitCode(ctx, err)
+			e.log.Error("validation failed", "error", err.Error(), "exit_code", code)
+			return code
+		}
+	}
+	fmt.Fprintf(stdout, "ok: %d migrations valid (%s)\n", len(e.migs), checked)
+	return exitOK
+}
+
+func (e *env) validate(ctx context.Context) error {
+	conn, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(ctx, conn)
+	r, err := runner.New(conn, lock.New(conn, e.key, e.log), e.migs, e.runnerOptions())
+	if err != nil {
+		return err
+	}
+	return r.Validate(ctx)
+}

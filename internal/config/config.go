@@ -1,0 +1,211 @@
+// Package config reads lockmigrate's configuration from environment
+// variables. Every variable is declared once, in Config's struct tags, which
+// also feed --help; so the documentation cannot drift from the parser.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is the whole configuration. Tags: env (variable), envDefault,
+// oneof (accepted values), help (one line for --help).
+type Config struct {
+	DatabaseURL     string `env:"DATABASE_URL" help:"libpq URL or keyword/value DSN; empty: the libpq PG* variables (PGHOST, PGUSER, PGPASSWORD, PGPASSFILE, PGSSLMODE, ...)"`
+	DatabaseURLFile string `env:"DATABASE_URL_FILE" help:"file holding the URL (a mounted Secret); conflicts with DATABASE_URL"`
+
+	OnLocked       string        `env:"LOCKMIGRATE_ON_LOCKED" envDefault:"skip" oneof:"skip,wait" help:"when another replica holds the lock: skip (exit 0 at once) or wait until the schema is current"`
+	WaitTimeout    time.Duration `env:"LOCKMIGRATE_WAIT_TIMEOUT" envDefault:"10m" help:"longest wait for the lock in wait mode (exit 4 after it)"`
+	ConnectTimeout time.Duration `env:"LOCKMIGRATE_CONNECT_TIMEOUT" envDefault:"60s" help:"total budget for connecting, retries included (exit 3 after it)"`
+	LockKey        string        `env:"LOCKMIGRATE_LOCK_KEY" help:"advisory lock key: an int64, or any string (hashed); default derived from schema and table"`
+	Schema         string        `env:"LOCKMIGRATE_SCHEMA" envDefault:"public" help:"schema of the history table (created if missing)"`
+	Table          string        `env:"LOCKMIGRATE_TABLE" envDefault:"lockmigrate_history" help:"history table name"`
+	Dir            string        `env:"LOCKMIGRATE_DIR" help:"read migrations from this directory instead of the embedded set"`
+
+	Transaction      string        `env:"LOCKMIGRATE_TRANSACTION" envDefault:"each" oneof:"each,all" help:"each: one transaction per migration; all: every pending migration in one transaction"`
+	LockTimeout      time.Duration `env:"LOCKMIGRATE_LOCK_TIMEOUT" envDefault:"0" help:"lock_timeout for migration statements (0 = off); on 55P03 the transaction is rolled back and retried"`
+	LockRetries      int           `env:"LOCKMIGRATE_LOCK_RETRIES" envDefault:"3" help:"retries after a lock_timeout (55P03)"`
+	StatementTimeout time.Duration `env:"LOCKMIGRATE_STATEMENT_TIMEOUT" envDefault:"0" help:"statement_timeout for migration statements (0 = off)"`
+	AllowOutOfOrder  bool          `env:"LOCKMIGRATE_ALLOW_OUT_OF_ORDER" envDefault:"false" help:"apply a pending migration older than the newest applied one"`
+
+	LogFormat string `env:"LOCKMIGRATE_LOG_FORMAT" envDefault:"json" oneof:"json,text" help:"log format (one event per line on stderr)"`
+	LogLevel  string `env:"LOCKMIGRATE_LOG_LEVEL" envDefault:"info" oneof:"debug,info,warn,error" help:"lowest level logged"`
+
+	PodName      string `env:"POD_NAME" help:"recorded as applied_by and sent as application_name; default: the hostname"`
+	PodNamespace string `env:"POD_NAMESPACE" help:"logged with every run"`
+}
+
+// Error is an invalid variable. Its message names the variable and what it
+// accepts; the caller maps it to the usage exit code.
+type Error struct {
+	Var    string
+	Value  string // empty for secrets
+	Accept string
+	Err    error // the underlying parse error, if any
+}
+
+func (e *Error) Error() string {
+	msg := "invalid " + e.Var
+	if e.Value != "" {
+		msg += fmt.Sprintf(" %q", e.Value)
+	}
+	if e.Accept != "" {
+		msg += ": accepted: " + e.Accept
+	}
+	if e.Err != nil {
+		msg += fmt.Sprintf(" (%v)", e.Err)
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads the configuration through getenv (os.Getenv in production, a
+// map in tests) and validates every value. All invalid variables are
+// reported together.
+func Load(getenv func(string) string) (*Config, error) {
+	environ := map[string]string{}
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			environ[p.Key] = v
+		}
+	}
+	// env parses every field even when some fail, so the values checks
+	// below still run and every invalid variable is reported at once.
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
+	errs := []error{}
+	failed := map[string]bool{}
+	if err != nil {
+		for _, e := range translate(err, environ) {
+			errs = append(errs, e)
+			var ce *Error
+			if errors.As(e, &ce) {
+				failed[ce.Var] = true
+			}
+		}
+	}
+	for _, e := range cfg.validate() {
+		if !failed[e.Var] {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.DatabaseURLFile != "" {
+		b, err := os.ReadFile(cfg.DatabaseURLFile)
+		if err != nil {
+			return nil, &Error{Var: "DATABASE_URL_FILE", Accept: "a readable file holding the database URL", Err: err}
+		}
+		cfg.DatabaseURL = strings.TrimSpace(string(b))
+		if cfg.DatabaseURL == "" {
+			return nil, &Error{Var: "DATABASE_URL_FILE", Accept: "a file holding a non-empty database URL"}
+		}
+	}
+	return &cfg, nil
+}
+
+// translate turns env's errors, which name struct fields, into errors that
+// name the variables.
+func translate(err error, environ map[string]string) []error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return []error{fmt.Errorf("config: %w", err)}
+	}
+	t := reflect.TypeFor[Config]()
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			out = append(out, fmt.Errorf("config: %w", e))
+			continue
+		}
+		f, _ := t.FieldByName(pe.Name)
+		key := f.Tag.Get("env")
+		out = append(out, &Error{Var: key, Value: environ[key], Accept: acceptFor(f), Err: errors.Unwrap(e)})
+	}
+	return out
+}
+
+func acceptFor(f reflect.StructField) string {
+	if o := f.Tag.Get("oneof"); o != "" {
+		return strings.ReplaceAll(o, ",", ", ")
+	}
+	switch f.Type {
+	case reflect.TypeFor[time.Duration]():
+		return "a Go duration such as 90s, 5m or 1h30m"
+	case reflect.TypeFor[bool]():
+		return "true or false"
+	case reflect.TypeFor[int]():
+		return "a whole number"
+	}
+	return ""
+}
+
+func (c *Config) validate() []*Error {
+	var errs []*Error
+	t := reflect.TypeFor[Config]()
+	v := reflect.ValueOf(c).Elem()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := f.Tag.Get("env")
+		if o := f.Tag.Get("oneof"); o != "" {
+			s := v.Field(i).String()
+			if !slices.Contains(strings.Split(o, ","), s) {
+				errs = append(errs, &Error{Var: key, Value: s, Accept: acceptFor(f)})
+			}
+		}
+		if f.Type == reflect.TypeFor[time.Duration]() && v.Field(i).Int() < 0 {
+			errs = append(errs, &Error{Var: key, Value: time.Duration(v.Field(i).Int()).String(), Accept: "a duration that is not negative"})
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"LOCKMIGRATE_WAIT_TIMEOUT", c.WaitTimeout}, {"LOCKMIGRATE_CONNECT_TIMEOUT", c.ConnectTimeout}} {
+		if d.v == 0 {
+			errs = append(errs, &Error{Var: d.name, Value: "0", Accept: "a positive Go duration such as 90s or 5m"})
+		}
+	}
+	if c.LockRetries < 0 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_LOCK_RETRIES", Value: fmt.Sprint(c.LockRetries), Accept: "a whole number, 0 or more"})
+	}
+	for _, id := range []struct{ name, v string }{{"LOCKMIGRATE_SCHEMA", c.Schema}, {"LOCKMIGRATE_TABLE", c.Table}} {
+		if id.v == "" || len(id.v) > 63 || strings.ContainsRune(id.v, 0) {
+			errs = append(errs, &Error{Var: id.name, Value: id.v, Accept: "a PostgreSQL identifier of 1 to 63 bytes"})
+		}
+	}
+	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
+		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
+	}
+	return errs
+}
+
+// WriteHelp lists every variable with its default and meaning.
+func WriteHelp(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tMEANING")
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		def := f.Tag.Get("envDefault")
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Tag.Get("env"), def, f.Tag.Get("help"))
+	}
+	tw.Flush()
+}

@@ -1,0 +1,41 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Load(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{OnLocked: "skip", WaitTimeout: 10 * time.Minute, ConnectTimeout: time.Minute,
+		Schema: "public", Table: "lockmigrate_history", Transaction: "each", LockRetries: 3,
+		LogFormat: "json", LogLevel: "info"}
+	if *cfg != want {
+		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
+	}
+}
+
+func TestAllErrorsAtOnce(t *testing.T) {
+	env := map[string]string{"LOCKMIGRATE_ON_LOCKED": "never", "LOCKMIGRATE_WAIT_TIMEOUT": "soon", "LOCKMIGRATE_LOG_LEVEL": "x"}
+	_, err := Load(func(k string) string { return env[k] })
+	if err == nil {
+		t.Fatal("no error")
+	}
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("%v is not a *config.Error", err)
+	}
+	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 3 {
+		t.Fatalf("%d errors, want 3 (one per variable): %v", n, err)
+	}
+	for _, v := range []string{"LOCKMIGRATE_ON_LOCKED", "LOCKMIGRATE_LOG_LEVEL", `LOCKMIGRATE_WAIT_TIMEOUT "soon"`} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error %q does not name %s", err, v)
+		}
+	}
+}

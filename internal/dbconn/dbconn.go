@@ -1,0 +1,199 @@
+// Package dbconn opens the one dedicated connection a run uses, retrying the
+// failures that a database that is starting, failing over or full of clients
+// produces, and failing fast on the ones no retry can fix.
+package dbconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+
+	"github.com/lockmigrate/lockmigrate/internal/backoff"
+)
+
+// libpqEnv maps the libpq environment variables to connection keywords. They
+// are read through the injected getenv rather than by pgx from the process
+// environment, so tests and embedding programs control them.
+var libpqEnv = [][2]string{
+	{"PGHOST", "host"}, {"PGPORT", "port"}, {"PGDATABASE", "dbname"}, {"PGUSER", "user"},
+	{"PGPASSWORD", "password"}, {"PGPASSFILE", "passfile"}, {"PGSERVICE", "service"},
+	{"PGSERVICEFILE", "servicefile"}, {"PGSSLMODE", "sslmode"}, {"PGSSLCERT", "sslcert"},
+	{"PGSSLKEY", "sslkey"}, {"PGSSLROOTCERT", "sslrootcert"}, {"PGSSLPASSWORD", "sslpassword"},
+	{"PGSSLSNI", "sslsni"}, {"PGCONNECT_TIMEOUT", "connect_timeout"},
+	{"PGTARGETSESSIONATTRS", "target_session_attrs"}, {"PGOPTIONS", "options"},
+}
+
+// ParseError is a connection string that cannot be parsed. Its message never
+// contains the connection string itself, which may hold a password.
+type ParseError struct{ Err error }
+
+func (e *ParseError) Error() string {
+	return "invalid database connection settings (DATABASE_URL, DATABASE_URL_FILE or PG* variables): " +
+		"accepted: a postgres:// URL or a keyword/value DSN (" + e.reason() + ")"
+}
+
+func (e *ParseError) reason() string {
+	var pce *pgconn.ParseConfigError
+	if errors.As(e.Err, &pce) && pce.Unwrap() != nil {
+		return pce.Unwrap().Error()
+	}
+	return "unparsable"
+}
+
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// Config parses url (or, when empty, the libpq variables read through
+// getenv) and prepares it for a lockmigrate session.
+func Config(url string, getenv func(string) string, appName string) (*pgx.ConnConfig, error) {
+	if url == "" {
+		url = dsnFromEnv(getenv)
+	}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, &ParseError{Err: err}
+	}
+	cfg.RuntimeParams["application_name"] = appName
+	// On cancellation, ask the server to cancel the running statement and
+	// keep the connection, so the transaction can be rolled back and the lock
+	// released explicitly; only if the server does not answer within the
+	// delay is the socket cut (which also ends the session and its lock).
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
+	}
+	return cfg, nil
+}
+
+func dsnFromEnv(getenv func(string) string) string {
+	var parts []string
+	for _, kv := range libpqEnv {
+		if v := getenv(kv[0]); v != "" {
+			parts = append(parts, kv[1]+"='"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v)+"'")
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// ConnectError is a database that could not be reached, or that refused us,
+// within the connect budget.
+type ConnectError struct {
+	Attempts int
+	Elapsed  time.Duration
+	// Final is set when the error is one no retry can fix (authentication,
+	// missing database), which is why the budget was not used up.
+	Final bool
+	Err   error
+}
+
+func (e *ConnectError) Error() string {
+	if e.Final {
+		return fmt.Sprintf("cannot connect to database (not retried): %v", e.Err)
+	}
+	return fmt.Sprintf("database unreachable after %d attempt(s) in %s: %v",
+		e.Attempts, e.Elapsed.Round(time.Millisecond), e.Err)
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// connectBackoff spaces connection attempts; its cap keeps a replica that
+// waits for a starting database from sleeping long after it came up.
+var connectBackoff = backoff.Policy{Initial: 200 * time.Millisecond, Max: 5 * time.Second}
+
+// maxAttemptTimeout bounds one attempt, so a black-holed address does not use
+// the whole budget in a single try.
+const maxAttemptTimeout = 10 * time.Second
+
+// Connect opens one connection within budget, retrying transient failures
+// with jittered backoff and logging each retry. It returns the number of
+// attempts made alongside the connection or a *ConnectError.
+func Connect(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log *slog.Logger) (*pgx.Conn, int, error) {
+	start := time.Now()
+	deadline := start.Add(budget)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	fail := func(attempt int, final bool, err error) (*pgx.Conn, int, error) {
+		if parent := context.Cause(ctx); parent != nil && !errors.Is(parent, context.DeadlineExceeded) {
+			return nil, attempt, parent // cancelled by a signal, not by the budget
+		}
+		return nil, attempt, &ConnectError{Attempts: attempt, Elapsed: time.Since(start), Final: final, Err: err}
+	}
+	for attempt := 1; ; attempt++ {
+		c := cfg.Copy()
+		c.ConnectTimeout = min(max(time.Until(deadline), time.Millisecond), maxAttemptTimeout)
+		if cfg.ConnectTimeout > 0 {
+			c.ConnectTimeout = min(c.ConnectTimeout, cfg.ConnectTimeout)
+		}
+		conn, err := pgx.ConnectConfig(ctx, c)
+		if err == nil {
+			return conn, attempt, nil
+		}
+		if !Retriable(err) {
+			return fail(attempt, true, err)
+		}
+		// The last retry is squeezed into what is left of the budget rather
+		// than given up early; below minRetryWindow a retry cannot succeed.
+		left := time.Until(deadline)
+		if left < minRetryWindow {
+			return fail(attempt, false, err)
+		}
+		delay := min(connectBackoff.Delay(attempt), left-minRetryWindow/2)
+		log.LogAttrs(ctx, slog.LevelWarn, "connect failed, retrying",
+			slog.Int("attempt", attempt), slog.String("error", err.Error()),
+			slog.Int64("retry_in_ms", delay.Milliseconds()),
+			slog.Int64("budget_left_ms", left.Milliseconds()))
+		if serr := backoff.Sleep(ctx, delay); serr != nil {
+			return fail(attempt, false, err)
+		}
+	}
+}
+
+// minRetryWindow is the least time worth another connection attempt.
+const minRetryWindow = 100 * time.Millisecond
+
+// retriableCodes are server errors that go away by themselves: too many
+// clients, a server starting, shutting down or recovering, and connection
+// exceptions.
+var retriableCodes = map[string]bool{
+	"53300": true, // too_many_connections
+	"53400": true, // configuration_limit_exceeded
+	"57P01": true, // admin_shutdown
+	"57P02": true, // crash_shutdown
+	"57P03": true, // cannot_connect_now (starting up, recovering)
+	"58000": true, // system_error
+}
+
+// Retriable reports whether a connect error may succeed on a later attempt.
+// Authentication failures (28P01, 28000), a missing database (3D000), TLS
+// and configuration errors are final: retrying them only delays the report.
+func Retriable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return retriableCodes[pgErr.Code] || strings.HasPrefix(pgErr.Code, "08")
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true // Kubernetes DNS may not know a new Service yet
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return true
+	}
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, syscall.ENOENT), // Unix socket not created yet
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
+}

@@ -1,0 +1,576 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockmigrate/lockmigrate/internal/pgtest"
+	"github.com/lockmigrate/lockmigrate/lock"
+)
+
+// binary is the lockmigrate binary built once for the process tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lmbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "lockmigrate")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building lockmigrate for the process tests:", err)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m, pgtest.Options{})
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one captured run.
+type result struct {
+	code           int
+	stdout, stderr string
+	elapsed        time.Duration
+}
+
+// events parses the JSON log lines; every line must be one JSON object.
+func (r result) events(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if line == "" {
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("log line is not one JSON object: %q", line)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// finished returns the "run finished" event.
+func (r result) finished(t testing.TB) map[string]any {
+	t.Helper()
+	for _, ev := range r.events(t) {
+		if ev["msg"] == "run finished" {
+			return ev
+		}
+	}
+	t.Fatalf("no run finished event in:\n%s", r.stderr)
+	return nil
+}
+
+// secrets are passwords whose appearance in any captured output fails the
+// test that captured it.
+var secrets sync.Map
+
+func checkNoSecrets(t testing.TB, outputs ...string) {
+	t.Helper()
+	secrets.Range(func(k, _ any) bool {
+		for _, o := range outputs {
+			if strings.Contains(o, k.(string)) {
+				t.Errorf("output contains the password %q:\n%s", k, o)
+			}
+		}
+		return true
+	})
+}
+
+// runIn runs the program in-process with exactly the given environment.
+func runIn(t testing.TB, ctx context.Context, env map[string]string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := run(ctx, args, func(k string) string { return env[k] }, &stdout, &stderr)
+	r := result{code: code, stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
+	checkNoSecrets(t, r.stdout, r.stderr)
+	return r
+}
+
+// secretDB returns a fresh database owned by a new role that logs in with a
+// password, and that URL. The password is registered as a secret.
+func secretDB(t testing.TB) (url, password string) {
+	t.Helper()
+	srv := pgtest.Shared()
+	admin := srv.NewDB(t)
+	db := admin[strings.LastIndex(admin, "/")+1 : strings.Index(admin, "?")]
+	b := make([]byte, 12)
+	rand.Read(b)
+	password = "pw-" + hex.EncodeToString(b) + "/@:%"
+	role := "r" + hex.EncodeToString(b[:6])
+	srv.CreateRole(t, role, password)
+	if err := srv.Exec(context.Background(), "postgres", fmt.Sprintf(`ALTER DATABASE %q OWNER TO %q`, db, role)); err != nil {
+		t.Fatal(err)
+	}
+	secrets.Store(password, true)
+	return srv.URLFor(db, role, password), password
+}
+
+func baseEnv(url string) map[string]string {
+	return map[string]string{"DATABASE_URL": url, "POD_NAME": "test-pod", "LOCKMIGRATE_CONNECT_TIMEOUT": "5s"}
+}
+
+func with(env map[string]string, kv ...string) map[string]string {
+	out := map[string]string{}
+	for k, v := range env {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func assertNoAdvisoryLocks(t testing.TB, url string) {
+	t.Helper()
+	var n int
+	if err := connect(t, url).QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d advisory lock(s) left", n)
+	}
+}
+
+func writeDir(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestMigrateThenUpToDate(t *testing.T) {
+	url, _ := secretDB(t)
+	ctx := context.Background()
+	r := runIn(t, ctx, baseEnv(url))
+	if r.code != 0 || r.finished(t)["outcome"] != "applied" || r.finished(t)["applied"] != 5.0 {
+		t.Fatalf("first run: code %d\n%s", r.code, r.stderr)
+	}
+	r = runIn(t, ctx, baseEnv(url))
+	if r.code != 0 || r.finished(t)["outcome"] != "up_to_date" {
+		t.Fatalf("second run: code %d\n%s", r.code, r.stderr)
+	}
+	var by string
+	conn := connect(t, url)
+	if err := conn.QueryRow(ctx, `SELECT DISTINCT applied_by FROM lockmigrate_history`).Scan(&by); err != nil || by != "test-pod" {
+		t.Fatalf("applied_by = %q, %v", by, err)
+	}
+	assertNoAdvisoryLocks(t, url)
+}
+
+func TestApplicationName(t *testing.T) {
+	url, _ := secretDB(t)
+	ctx := context.Background()
+	holder := connect(t, url)
+	if ok, _ := lock.New(holder, 1, nil).TryLock(ctx); !ok {
+		t.Fatal("no lock")
+	}
+	// A skipping run names the holder; the holder here is the test, so
+	// check the name the binary gives its own session via the status of a
+	// wait-mode run blocked behind the test.
+	done := make(chan result, 1)
+	go func() {
+		done <- runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_LOCK_KEY", "1", "LOCKMIGRATE_ON_LOCKED", "wait", "POD_NAME", "web-7f9c"))
+	}()
+	for {
+		var n int
+		if err := holder.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lockmigrate/web-7f9c'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+	}
+	holder.Close(ctx)
+	if r := <-done; r.code != 0 || r.finished(t)["outcome"] != "applied" {
+		t.Fatalf("code %d\n%s", r.code, r.stderr)
+	}
+}
+
+func TestSkippedLogsHolder(t *testing.T) {
+	url, _ := secretDB(t)
+	ctx := context.Background()
+	holder := connect(t, url)
+	if _, err := holder.Exec(ctx, `SET application_name = 'deploy-job-xyz'`); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := lock.New(holder, lock.DefaultKey("public", "lockmigrate_history"), nil).TryLock(ctx); !ok {
+		t.Fatal("no lock")
+	}
+	r := runIn(t, ctx, baseEnv(url))
+	ev := r.finished(t)
+	h, _ := ev["holder"].(map[string]any)
+	if r.code != 0 || ev["outcome"] != "skipped" || h == nil || h["application_name"] != "deploy-job-xyz" ||
+		h["pid"] != float64(holder.PgConn().PID()) || h["client_addr"] != "127.0.0.1" || h["since"] == nil {
+		t.Fatalf("code %d, finished %v", r.code, ev)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope")
+	tests := []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"LOCKMIGRATE_ON_LOCKED": "sometimes"}, []string{"LOCKMIGRATE_ON_LOCKED", "skip, wait"}},
+		{map[string]string{"LOCKMIGRATE_WAIT_TIMEOUT": "ten"}, []string{"LOCKMIGRATE_WAIT_TIMEOUT", "Go duration"}},
+		{map[string]string{"LOCKMIGRATE_WAIT_TIMEOUT": "0s"}, []string{"LOCKMIGRATE_WAIT_TIMEOUT", "positive"}},
+		{map[string]string{"LOCKMIGRATE_CONNECT_TIMEOUT": "-1s"}, []string{"LOCKMIGRATE_CONNECT_TIMEOUT", "not negative"}},
+		{map[string]string{"LOCKMIGRATE_LOCK_TIMEOUT": "5"}, []string{"LOCKMIGRATE_LOCK_TIMEOUT", "Go duration"}},
+		{map[string]string{"LOCKMIGRATE_STATEMENT_TIMEOUT": "1 hour"}, []string{"LOCKMIGRATE_STATEMENT_TIMEOUT", "Go duration"}},
+		{map[string]string{"LOCKMIGRATE_LOCK_RETRIES": "x"}, []string{"LOCKMIGRATE_LOCK_RETRIES", "whole number"}},
+		{map[string]string{"LOCKMIGRATE_LOCK_RETRIES": "-1"}, []string{"LOCKMIGRATE_LOCK_RETRIES", "0 or more"}},
+		{map[string]string{"LOCKMIGRATE_TRANSACTION": "some"}, []string{"LOCKMIGRATE_TRANSACTION", "each, all"}},
+		{map[string]string{"LOCKMIGRATE_ALLOW_OUT_OF_ORDER": "maybe"}, []string{"LOCKMIGRATE_ALLOW_OUT_OF_ORDER", "true or false"}},
+		{map[string]string{"LOCKMIGRATE_LOG_FORMAT": "xml"}, []string{"LOCKMIGRATE_LOG_FORMAT", "json, text"}},
+		{map[string]string{"LOCKMIGRATE_LOG_LEVEL": "loud"}, []string{"LOCKMIGRATE_LOG_LEVEL", "debug, info, warn, error"}},
+		{map[string]string{"LOCKMIGRATE_SCHEMA": strings.Repeat("s", 64)}, []string{"LOCKMIGRATE_SCHEMA", "1 to 63 bytes"}},
+		{map[string]string{"LOCKMIGRATE_TABLE": ""}, nil}, // empty means default: valid, but no DB here
+		{map[string]string{"DATABASE_URL": "postgres://x@h/db", "DATABASE_URL_FILE": "/etc/hostname"}, []string{"DATABASE_URL_FILE", "only one of"}},
+		{map[string]string{"DATABASE_URL_FILE": missing}, []string{"DATABASE_URL_FILE", "readable file"}},
+		{map[string]string{"LOCKMIGRATE_DIR": missing}, []string{"LOCKMIGRATE_DIR", "directory"}},
+		{map[string]string{"DATABASE_URL": "postgres://u:hunter2secret@localhost:notaport/db"}, []string{"DATABASE_URL", "accepted"}},
+		{map[string]string{"DATABASE_URL": "host=h port=5432 password=hunter2secret sslmode=bogus"}, []string{"DATABASE_URL", "sslmode"}},
+	}
+	secrets.Store("hunter2secret", true)
+	for _, tt := range tests {
+		if tt.want == nil {
+			continue
+		}
+		name := strings.Join(tt.want[:1], "") + "=" + fmt.Sprint(tt.env)
+		t.Run(name, func(t *testing.T) {
+			r := runIn(t, context.Background(), tt.env)
+			if r.code != exitUsage {
+				t.Fatalf("exit %d, want 2\n%s", r.code, r.stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("message lacks %q:\n%s", w, r.stderr)
+				}
+			}
+		})
+	}
+	t.Run("unknown command", func(t *testing.T) {
+		r := runIn(t, context.Background(), nil, "migrat")
+		if r.code != exitUsage || !strings.Contains(r.stderr, `unknown command "migrat"`) {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+	})
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	r := runIn(t, context.Background(), nil, "--help")
+	if r.code != 0 {
+		t.Fatal(r.code)
+	}
+	for _, w := range []string{"migrate", "status", "validate", "version", "DATABASE_URL", "LOCKMIGRATE_WAIT_TIMEOUT", "10m",
+		"LOCKMIGRATE_TABLE", "lockmigrate_history", "POD_NAME", "Exit codes"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("--help lacks %q", w)
+		}
+	}
+	if r := runIn(t, context.Background(), nil, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "lockmigrate ") {
+		t.Fatalf("version: %d %q", r.code, r.stdout)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("1 migration failed", func(t *testing.T) {
+		url, _ := secretDB(t)
+		dir := writeDir(t, map[string]string{
+			"1_ok.sql":  "CREATE TABLE ok (id int);",
+			"2_bad.sql": "CREATE TABLE bad (id int);\nINSERT INTO bad VALUES ('not a number');\n",
+		})
+		r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_DIR", dir))
+		ev := r.finished(t)
+		if r.code != exitMigration || ev["error_kind"] != "migration" {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		for _, w := range []string{"2_bad.sql", "line 2", "INSERT INTO bad VALUES", "invalid input syntax", "22P02"} {
+			if !strings.Contains(ev["error"].(string), w) {
+				t.Errorf("error lacks %q: %s", w, ev["error"])
+			}
+		}
+		assertNoAdvisoryLocks(t, url)
+	})
+
+	t.Run("3 authentication failed, not retried", func(t *testing.T) {
+		url, password := secretDB(t)
+		bad := strings.Replace(url, strings.ReplaceAll(password, "/", "%2F"), "wrong", 1)
+		bad = strings.Replace(url, urlEscaped(password), "wrong-password", 1)
+		if bad == url {
+			t.Fatalf("could not replace password in %s", url)
+		}
+		r := runIn(t, ctx, with(baseEnv(bad), "LOCKMIGRATE_CONNECT_TIMEOUT", "30s"))
+		if r.code != exitUnreachable || !strings.Contains(r.stderr, "28P01") || !strings.Contains(r.stderr, "not retried") {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		if r.elapsed > time.Second || strings.Contains(r.stderr, "retrying") {
+			t.Fatalf("auth failure took %v or was retried:\n%s", r.elapsed, r.stderr)
+		}
+		t.Logf("auth failure reported in %v", r.elapsed)
+	})
+
+	t.Run("3 database missing, not retried", func(t *testing.T) {
+		url := pgtest.Shared().AdminURL("no_such_db")
+		r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_CONNECT_TIMEOUT", "30s"))
+		if r.code != exitUnreachable || !strings.Contains(r.stderr, "3D000") || r.elapsed > time.Second {
+			t.Fatalf("exit %d in %v\n%s", r.code, r.elapsed, r.stderr)
+		}
+	})
+
+	t.Run("3 unreachable port, retried within the budget", func(t *testing.T) {
+		url := "postgres://u:pw-unreachable-secret@127.0.0.1:1/db?sslmode=disable"
+		secrets.Store("pw-unreachable-secret", true)
+		r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_CONNECT_TIMEOUT", "2s"))
+		if r.code != exitUnreachable || !strings.Contains(r.stderr, "connection refused") {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		retries := 0
+		for _, ev := range r.events(t) {
+			if ev["msg"] == "connect failed, retrying" {
+				retries++
+			}
+		}
+		if retries < 3 || r.elapsed > 3*time.Second || r.elapsed < 1*time.Second {
+			t.Fatalf("%d retries logged, took %v (budget 2s)", retries, r.elapsed)
+		}
+		t.Logf("unreachable: exit 3 after %v with %d retries logged", r.elapsed, retries)
+	})
+
+	t.Run("4 wait timeout", func(t *testing.T) {
+		url, _ := secretDB(t)
+		holder := connect(t, url)
+		if ok, _ := lock.New(holder, lock.DefaultKey("public", "lockmigrate_history"), nil).TryLock(ctx); !ok {
+			t.Fatal("no lock")
+		}
+		r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_ON_LOCKED", "wait", "LOCKMIGRATE_WAIT_TIMEOUT", "500ms"))
+		ev := r.finished(t)
+		if r.code != exitWaitTimeout || !strings.Contains(ev["error"].(string), "timed out waiting for the advisory lock after 500ms") {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "advisory lock held elsewhere, waiting") || !strings.Contains(r.stderr, `"pid":`) {
+			t.Fatalf("waiting replica did not log the holder:\n%s", r.stderr)
+		}
+		holder.Close(ctx)
+		assertNoAdvisoryLocks(t, url)
+	})
+
+	t.Run("5 checksum mismatch", func(t *testing.T) {
+		url, _ := secretDB(t)
+		dir := writeDir(t, map[string]string{"1_a.sql": "CREATE TABLE a (id int);"})
+		if r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_DIR", dir)); r.code != 0 {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		os.WriteFile(filepath.Join(dir, "1_a.sql"), []byte("CREATE TABLE a (id bigint);"), 0o644)
+		r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_DIR", dir))
+		if r.code != exitValidation || !strings.Contains(r.stderr, "checksum_mismatch") || !strings.Contains(r.stderr, "1_a.sql") {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		assertNoAdvisoryLocks(t, url)
+	})
+
+	t.Run("5 malformed file name, offline", func(t *testing.T) {
+		dir := writeDir(t, map[string]string{"1_a.sql": "SELECT 1", "two_b.sql": "SELECT 2"})
+		r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": dir}, "validate")
+		if r.code != exitValidation || !strings.Contains(r.stderr, "two_b.sql") || !strings.Contains(r.stderr, "malformed_name") {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+	})
+}
+
+func urlEscaped(p string) string {
+	return strings.NewReplacer("/", "%2F", "@", "%40", ":", "%3A", "%", "%25").Replace(p)
+}
+
+func TestStatusAndValidate(t *testing.T) {
+	ctx := context.Background()
+	url, _ := secretDB(t)
+	r := runIn(t, ctx, baseEnv(url), "status", "--json")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); r.code != 0 || err != nil {
+		t.Fatalf("status --json: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if st["pending"] != 5.0 || st["history_exists"] != false || st["lock_holder"] != nil {
+		t.Fatalf("status before: %v", st)
+	}
+	if r := runIn(t, ctx, baseEnv(url)); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	holder := connect(t, url)
+	if ok, _ := lock.New(holder, lock.DefaultKey("public", "lockmigrate_history"), nil).TryLock(ctx); !ok {
+		t.Fatal("no lock")
+	}
+	r = runIn(t, ctx, baseEnv(url), "status")
+	for _, w := range []string{"schema version: 5", "applied: 5", "pending: 0",
+		fmt.Sprintf("lock: held by pid %d", holder.PgConn().PID()), "backfill_display_name", "test-pod"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("status lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	if r := runIn(t, ctx, baseEnv(url), "validate"); r.code != 0 || !strings.Contains(r.stdout, "against the database") {
+		t.Fatalf("validate: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runIn(t, ctx, nil, "validate"); r.code != 0 || !strings.Contains(r.stdout, "ok: 5 migrations valid (offline)") {
+		t.Fatalf("offline validate: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// startBinary starts the real binary with exactly env (plus PATH).
+func startBinary(t testing.TB, env map[string]string, stdout, stderr *bytes.Buffer, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// TestSignals: SIGTERM/SIGINT during a long migration cancel the statement,
+// roll back, release the lock, and exit 143/130.
+func TestSignals(t *testing.T) {
+	for _, tt := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGTERM, 143}, {syscall.SIGINT, 130}} {
+		t.Run(tt.sig.String(), func(t *testing.T) {
+			ctx := context.Background()
+			url, _ := secretDB(t)
+			dir := writeDir(t, map[string]string{"1_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(120);\n"})
+			var stdout, stderr bytes.Buffer
+			cmd := startBinary(t, with(baseEnv(url), "LOCKMIGRATE_DIR", dir), &stdout, &stderr)
+			watcher := connect(t, url)
+			for { // until the migration's statement runs on the server
+				var n int
+				if err := watcher.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				  WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n > 0 {
+					break
+				}
+			}
+			sent := time.Now()
+			cmd.Process.Signal(tt.sig)
+			err := cmd.Wait()
+			r := result{code: cmd.ProcessState.ExitCode(), stderr: stderr.String()}
+			checkNoSecrets(t, stdout.String(), r.stderr)
+			if r.code != tt.code {
+				t.Fatalf("exit %d (%v), want %d\n%s", r.code, err, tt.code, r.stderr)
+			}
+			if d := time.Since(sent); d > 5*time.Second {
+				t.Fatalf("took %v to stop", d)
+			}
+			ev := r.finished(t)
+			if ev["outcome"] != "failed" || !strings.Contains(ev["error"].(string), "1_slow.sql") {
+				t.Fatalf("finished event %v", ev)
+			}
+			if !strings.Contains(r.stderr, "advisory lock released") {
+				t.Fatalf("lock not released explicitly:\n%s", r.stderr)
+			}
+			var n int
+			watcher.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'slow'`).Scan(&n)
+			if n != 0 {
+				t.Fatal("migration not rolled back")
+			}
+			assertNoAdvisoryLocks(t, url)
+			t.Logf("%s: exit %d %v after the signal", tt.sig, r.code, time.Since(sent))
+		})
+	}
+}
+
+// TestConcurrentProcesses releases 20 OS processes of the built binary at one
+// barrier: each blocks reading its stdin until the test closes all the pipes,
+// one after the other in a tight loop, once every process is running.
+func TestConcurrentProcesses(t *testing.T) {
+	const replicas = 20
+	url, _ := secretDB(t)
+	type proc struct {
+		cmd            *exec.Cmd
+		gate           io.WriteCloser
+		stdout, stderr bytes.Buffer
+	}
+	procs := make([]*proc, replicas)
+	for i := range procs {
+		p := &proc{}
+		p.cmd = exec.Command("sh", "-c", `cat >/dev/null; exec "$1"`, "sh", binary)
+		p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + url, fmt.Sprintf("POD_NAME=replica-%d", i)}
+		p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+		var err error
+		if p.gate, err = p.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = p
+	}
+	for _, p := range procs {
+		p.gate.Close()
+	}
+	outcomes := map[string]int{}
+	for i, p := range procs {
+		err := p.cmd.Wait()
+		r := result{code: p.cmd.ProcessState.ExitCode(), stderr: p.stderr.String()}
+		checkNoSecrets(t, p.stdout.String(), r.stderr)
+		if err != nil || r.code != 0 {
+			t.Fatalf("replica %d: exit %d (%v)\n%s", i, r.code, err, r.stderr)
+		}
+		outcomes[r.finished(t)["outcome"].(string)]++
+	}
+	t.Logf("outcomes of %d processes: %v", replicas, outcomes)
+	if outcomes["applied"] != 1 {
+		t.Fatalf("outcomes %v: want exactly one applied", outcomes)
+	}
+	conn := connect(t, url)
+	var rows, versions int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*), count(DISTINCT version) FROM schema_audit`).Scan(&rows, &versions); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 5 || versions != 5 {
+		t.Fatalf("schema_audit: %d rows for %d versions, want 5 and 5", rows, versions)
+	}
+	assertNoAdvisoryLocks(t, url)
+}

@@ -1,0 +1,117 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// History row states.
+const (
+	StateApplied = "applied"
+	// StateRunning marks a no-transaction migration in progress. Found by a
+	// run that holds the lock, it means the previous holder died mid-file.
+	StateRunning = "running"
+)
+
+// HistoryRow is one row of the history table.
+type HistoryRow struct {
+	Version        int64     `json:"version"`
+	Name           string    `json:"name"`
+	Checksum       string    `json:"checksum"`
+	AppliedAt      time.Time `json:"applied_at"`
+	DurationMS     int64     `json:"duration_ms"`
+	AppliedBy      string    `json:"applied_by"`
+	RunID          string    `json:"run_id"`
+	State          string    `json:"state"`
+	StatementsDone int32     `json:"statements_done"`
+}
+
+// history knows the SQL of one history table.
+type history struct {
+	ident string // quoted "schema"."table"
+	// schemaIdent is the quoted schema alone.
+	schemaIdent  string
+	schema, name string
+}
+
+func newHistory(schema, table string) history {
+	return history{
+		ident:       pgx.Identifier{schema, table}.Sanitize(),
+		schemaIdent: pgx.Identifier{schema}.Sanitize(),
+		schema:      schema,
+		name:        table,
+	}
+}
+
+// read returns every history row ordered by version. A missing table or
+// schema is not an error: it means nothing was ever applied. Creating the
+// table is left to the lock holder, because concurrent CREATE TABLE IF NOT
+// EXISTS statements race in the catalog and one of them fails.
+func (h history) read(ctx context.Context, conn Conn) (rows []HistoryRow, exists bool, err error) {
+	r, err := conn.Query(ctx, `SELECT version, name, checksum, applied_at, duration_ms, applied_by,
+       coalesce(run_id::text, ''), state, statements_done
+  FROM `+h.ident+` ORDER BY version`)
+	if err != nil {
+		return nil, false, h.readErr(err)
+	}
+	rows, err = pgx.CollectRows(r, func(row pgx.CollectableRow) (HistoryRow, error) {
+		var hr HistoryRow
+		err := row.Scan(&hr.Version, &hr.Name, &hr.Checksum, &hr.AppliedAt, &hr.DurationMS,
+			&hr.AppliedBy, &hr.RunID, &hr.State, &hr.StatementsDone)
+		return hr, err
+	})
+	if err != nil {
+		return nil, false, h.readErr(err)
+	}
+	return rows, true, nil
+}
+
+func (h history) readErr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+		return nil // undefined_table, invalid_schema_name
+	}
+	return fmt.Errorf("read history table %s: %w", h.ident, err)
+}
+
+// ensure creates the schema and table when missing. The caller holds the
+// lock. The schema is created only when absent, because CREATE SCHEMA IF NOT
+// EXISTS checks the CREATE privilege on the database before it checks for
+// existence, and application roles often lack that privilege.
+func (h history) ensure(ctx context.Context, conn Conn) error {
+	var schemaExists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, h.schema).Scan(&schemaExists); err != nil {
+		return fmt.Errorf("look up schema %s: %w", h.schemaIdent, err)
+	}
+	sql := ""
+	if !schemaExists {
+		sql = "CREATE SCHEMA IF NOT EXISTS " + h.schemaIdent + ";\n"
+	}
+	sql += `CREATE TABLE IF NOT EXISTS ` + h.ident + ` (
+    version         bigint      PRIMARY KEY,
+    name            text        NOT NULL,
+    checksum        text        NOT NULL,
+    applied_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    duration_ms     bigint      NOT NULL DEFAULT 0,
+    applied_by      text        NOT NULL DEFAULT '',
+    run_id          uuid,
+    state           text        NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'running')),
+    statements_done integer     NOT NULL DEFAULT 0
+)`
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("create history table %s: %w", h.ident, err)
+	}
+	return nil
+}
+
+// insertApplied is the statement that records a migration applied in a
+// transaction; it runs inside that transaction so both commit or neither.
+func (h history) insertApplied() string {
+	return `INSERT INTO ` + h.ident + ` (version, name, checksum, applied_at, duration_ms, applied_by, run_id, state)
+VALUES ($1, $2, $3, clock_timestamp(), $4, $5, $6, 'applied')`
+}

@@ -1,0 +1,147 @@
+package runner
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/lockmigrate/lockmigrate/internal/sqlsplit"
+)
+
+// NoTransactionDirective, on a file's first line, makes the file run outside
+// any transaction, one statement at a time, as CREATE INDEX CONCURRENTLY and
+// similar statements require.
+const NoTransactionDirective = "-- lockmigrate:no-transaction"
+
+// directivePrefix marks a first line meant for lockmigrate; an unknown
+// directive is refused rather than ignored, so a typo cannot silently turn a
+// no-transaction file into a transactional one.
+const directivePrefix = "-- lockmigrate:"
+
+// Migration is one migration file.
+type Migration struct {
+	Version  int64
+	Name     string // the part of the file name after "<version>_", without the suffix
+	File     string // the file name inside the migration set
+	SQL      string
+	Checksum string // hex SHA-256 of the file's bytes
+	// NoTransaction is set by the no-transaction directive.
+	NoTransaction bool
+	// statements of a no-transaction file, split when it is loaded so a
+	// malformed file is refused before anything runs.
+	statements []sqlsplit.Statement
+}
+
+// fileName matches "<version>_<name>.sql" and "<version>_<name>.up.sql".
+var fileName = regexp.MustCompile(`^([0-9]+)_([^/]+?)(\.up)?\.sql$`)
+
+// Load reads the migration set from the top level of fsys. Files not ending in
+// ".sql" are ignored (READMEs, embed helpers), as are ".down.sql" files:
+// lockmigrate only moves forward. Every problem found is reported at once, as
+// *ValidationError values joined with errors.Join, so a CI run lists all
+// broken files instead of one per push.
+func Load(fsys fs.FS) ([]*Migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read migration directory: %w", err)
+	}
+	var (
+		migs     []*Migration
+		problems []error
+		byVer    = map[int64]*Migration{}
+	)
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".sql") || strings.HasSuffix(name, ".down.sql") {
+			continue
+		}
+		m, err := parseFileName(name)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		data, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", name, err)
+		}
+		sum := sha256.Sum256(data)
+		m.Checksum = hex.EncodeToString(sum[:])
+		m.SQL = string(data)
+		if err := m.parseDirective(data); err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		if m.NoTransaction {
+			if m.statements, err = sqlsplit.Split(m.SQL); err != nil {
+				problems = append(problems, &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
+					Detail: fmt.Sprintf("cannot split into statements: %v", err)})
+				continue
+			}
+		}
+		if prev, dup := byVer[m.Version]; dup {
+			problems = append(problems, &ValidationError{
+				Kind: KindDuplicateVersion, Version: m.Version, File: name,
+				Detail: fmt.Sprintf("version %d is used by both %s and %s", m.Version, prev.File, name),
+			})
+			continue
+		}
+		byVer[m.Version] = m
+		migs = append(migs, m)
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	slices.SortFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) })
+	return migs, nil
+}
+
+func parseFileName(name string) (*Migration, error) {
+	bad := func(why string) error {
+		return &ValidationError{Kind: KindMalformedName, File: name,
+			Detail: why + `; expected "<version>_<name>.sql" or "<version>_<name>.up.sql" with a positive integer version`}
+	}
+	sub := fileName.FindStringSubmatch(name)
+	if sub == nil {
+		return nil, bad("file name does not match")
+	}
+	v, err := strconv.ParseInt(sub[1], 10, 64)
+	if err != nil {
+		return nil, bad("version does not fit in a signed 64-bit integer")
+	}
+	if v <= 0 {
+		return nil, bad("version must be positive")
+	}
+	return &Migration{Version: v, Name: sub[2], File: name}, nil
+}
+
+func (m *Migration) parseDirective(data []byte) error {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	first, _, _ := bytes.Cut(data, []byte("\n"))
+	line := strings.TrimSpace(string(first))
+	if !strings.HasPrefix(line, directivePrefix) {
+		return nil
+	}
+	if line == NoTransactionDirective {
+		m.NoTransaction = true
+		return nil
+	}
+	return &ValidationError{Kind: KindMalformedName, Version: m.Version, File: m.File,
+		Detail: fmt.Sprintf("unknown directive %q on the first line; the only directive is %q", line, NoTransactionDirective)}
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

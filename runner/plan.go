@@ -1,0 +1,94 @@
+package runner
+
+import (
+	"fmt"
+)
+
+// plan is what a run must do, given the migration set and the history.
+type plan struct {
+	pending []*Migration
+	// ahead are applied versions this binary does not know: the database was
+	// migrated by a newer release. That is normal during an application
+	// rollback, so it is a warning, not an error.
+	ahead []int64
+	// running are rows left in state "running". Seen without the lock they
+	// may belong to a live run; seen under the lock they are interrupted.
+	running []HistoryRow
+	// problems are validation failures (checksum mismatches, out-of-order).
+	problems []error
+	// schemaVersion is the highest applied version (0 when none).
+	schemaVersion int64
+}
+
+// upToDate reports whether there is nothing to do and nothing wrong.
+func (p plan) upToDate() bool {
+	return len(p.pending) == 0 && len(p.running) == 0 && len(p.problems) == 0
+}
+
+// makePlan compares migs (sorted by version) with the history rows.
+func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
+	var p plan
+	known := make(map[int64]*Migration, len(migs))
+	for _, m := range migs {
+		known[m.Version] = m
+	}
+	applied := make(map[int64]bool, len(rows))
+	for _, r := range rows {
+		p.schemaVersion = max(p.schemaVersion, r.Version)
+		if r.State == StateRunning {
+			p.running = append(p.running, r)
+			continue
+		}
+		applied[r.Version] = true
+		m, ok := known[r.Version]
+		if !ok {
+			p.ahead = append(p.ahead, r.Version)
+			continue
+		}
+		if m.Checksum != r.Checksum {
+			p.problems = append(p.problems, &ValidationError{
+				Kind: KindChecksumMismatch, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("file changed after it was applied: checksum in history %s, file %s "+
+					"(applied %s by %q); restore the file or add a new migration instead of editing this one",
+					r.Checksum, m.Checksum, r.AppliedAt.UTC().Format("2006-01-02T15:04:05Z"), r.AppliedBy),
+			})
+		}
+	}
+	for _, m := range migs {
+		if applied[m.Version] || isRunning(p.running, m.Version) {
+			continue
+		}
+		p.pending = append(p.pending, m)
+	}
+	if !opts.AllowOutOfOrder {
+		for _, m := range p.pending {
+			if m.Version < p.schemaVersion {
+				p.problems = append(p.problems, &ValidationError{
+					Kind: KindOutOfOrder, Version: m.Version, File: m.File,
+					Detail: fmt.Sprintf("pending migration is older than the highest applied version %d; "+
+						"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", p.schemaVersion),
+				})
+			}
+		}
+	}
+	if opts.Transaction == TransactionAll {
+		for _, m := range p.pending {
+			if m.NoTransaction {
+				p.problems = append(p.problems, &ValidationError{
+					Kind: KindTransactionMode, Version: m.Version, File: m.File,
+					Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
+				})
+			}
+		}
+	}
+	return p
+}
+
+func isRunning(rows []HistoryRow, v int64) bool {
+	for _, r := range rows {
+		if r.Version == v {
+			return true
+		}
+	}
+	return false
+}

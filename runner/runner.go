@@ -1,0 +1,363 @@
+// Package runner applies a set of SQL migrations to PostgreSQL exactly once,
+// however many replicas run it at the same time. It reads migrations from an
+// fs.FS, validates them against the history table, and applies the pending
+// ones on a single connection while holding a lock provided by the caller
+// (see package lock). It knows nothing of configuration, metrics or how the
+// connection was made.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Conn is the part of *pgx.Conn the runner uses. The lock and the migrations
+// must share this one connection: a session-level advisory lock protects only
+// what its own session does while it holds it.
+type Conn interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Locker is the mutual exclusion the runner takes before it changes anything.
+// It must be bound to the same session as the Conn given to New.
+type Locker interface {
+	// TryLock attempts once and reports whether the lock was granted.
+	TryLock(ctx context.Context) (bool, error)
+	// Wait blocks until the lock is granted or ctx ends; it returns the
+	// number of attempts and, on ctx's end, context.Cause(ctx).
+	Wait(ctx context.Context) (int, error)
+	// Unlock releases the lock; it must work with an already cancelled ctx.
+	Unlock(ctx context.Context) error
+}
+
+// OnLocked says what a run does when another session holds the lock.
+type OnLocked string
+
+const (
+	// Skip exits at once: the holder is migrating, and the application's
+	// readiness (or a wait-mode init container) covers the rest.
+	Skip OnLocked = "skip"
+	// Wait retries until the lock is free, then re-checks the schema.
+	Wait OnLocked = "wait"
+)
+
+// TransactionMode chooses how pending transactional migrations are grouped.
+type TransactionMode string
+
+const (
+	// TransactionEach commits every migration on its own.
+	TransactionEach TransactionMode = "each"
+	// TransactionAll applies every pending migration in one transaction,
+	// so a failure leaves the schema exactly as it was.
+	TransactionAll TransactionMode = "all"
+)
+
+// Outcome is how a run ended when it did not fail.
+type Outcome string
+
+// The outcomes of a successful run.
+const (
+	OutcomeApplied  Outcome = "applied"    // this run applied at least one migration
+	OutcomeUpToDate Outcome = "up_to_date" // nothing was pending
+	OutcomeSkipped  Outcome = "skipped"    // the lock was held elsewhere (skip mode)
+	OutcomeWaited   Outcome = "waited"     // waited for the holder, who left nothing to do
+)
+
+// Options configure a Runner. The zero value of each field is its default,
+// except Schema and Table, which are required.
+type Options struct {
+	Schema string
+	Table  string
+
+	OnLocked    OnLocked      // default Skip
+	WaitTimeout time.Duration // wait mode only; default 10 minutes
+
+	Transaction TransactionMode // default TransactionEach
+
+	// LockTimeout, when positive, is set as lock_timeout for migration
+	// statements; a migration that hits it (SQLSTATE 55P03) is rolled back
+	// and retried up to LockRetries times with backoff, so DDL never queues
+	// behind a long transaction while blocking every reader of the table.
+	LockTimeout time.Duration
+	LockRetries int
+	// StatementTimeout, when positive, is set as statement_timeout for
+	// migration statements.
+	StatementTimeout time.Duration
+
+	// AllowOutOfOrder applies a pending migration older than the newest
+	// applied one instead of refusing it.
+	AllowOutOfOrder bool
+
+	// AppliedBy is recorded in the history (the pod name, typically).
+	AppliedBy string
+	// RunID identifies this run in the history and logs; zero means a new
+	// random UUID.
+	RunID uuid.UUID
+	// Logger receives one event per line; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultWaitTimeout is the wait-mode limit when none is set.
+const DefaultWaitTimeout = 10 * time.Minute
+
+func (o *Options) validate() error {
+	if o.Schema == "" || o.Table == "" {
+		return errors.New("runner: schema and table must be set")
+	}
+	switch o.OnLocked {
+	case "":
+		o.OnLocked = Skip
+	case Skip, Wait:
+	default:
+		return fmt.Errorf("runner: unknown OnLocked %q (want %q or %q)", o.OnLocked, Skip, Wait)
+	}
+	switch o.Transaction {
+	case "":
+		o.Transaction = TransactionEach
+	case TransactionEach, TransactionAll:
+	default:
+		return fmt.Errorf("runner: unknown Transaction %q (want %q or %q)", o.Transaction, TransactionEach, TransactionAll)
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = DefaultWaitTimeout
+	}
+	if o.LockTimeout < 0 || o.StatementTimeout < 0 || o.LockRetries < 0 {
+		return errors.New("runner: LockTimeout, StatementTimeout and LockRetries must not be negative")
+	}
+	if o.RunID == uuid.Nil {
+		o.RunID = uuid.New()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Runner applies one migration set on one connection.
+type Runner struct {
+	conn   Conn
+	locker Locker
+	migs   []*Migration
+	opts   Options
+	hist   history
+	log    *slog.Logger
+}
+
+// New validates opts and returns a Runner. migs must come from Load (sorted,
+// validated); conn and locker must share one session.
+func New(conn Conn, locker Locker, migs []*Migration, opts Options) (*Runner, error) {
+	if conn == nil || locker == nil {
+		return nil, errors.New("runner: conn and locker are required")
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return &Runner{
+		conn:   conn,
+		locker: locker,
+		migs:   migs,
+		opts:   opts,
+		hist:   newHistory(opts.Schema, opts.Table),
+		log:    opts.Logger,
+	}, nil
+}
+
+// AppliedMigration is one migration applied by this run.
+type AppliedMigration struct {
+	Version  int64
+	Name     string
+	Duration time.Duration
+}
+
+// Result describes a run. Migrate fills it as far as the run got, also when
+// it returns an error, so metrics can describe failed runs too.
+type Result struct {
+	Outcome Outcome
+	RunID   uuid.UUID
+	// Applied lists what this run committed, in order.
+	Applied []AppliedMigration
+	// Pending is the number of migrations left to apply when the run ended.
+	Pending int
+	// SchemaVersion is the highest applied version when the run ended.
+	SchemaVersion int64
+	// Ahead lists applied versions unknown to this migration set.
+	Ahead []int64
+
+	LockAcquired bool
+	// LockAttempts counts try-lock calls (0 when the fast path sufficed).
+	LockAttempts int
+	// LockWait is the time from the first try-lock to the grant (or give-up).
+	LockWait time.Duration
+	// LockHeld is the time from the grant to the release.
+	LockHeld time.Duration
+	// LockTimeoutRetries counts migrations retried after lock_timeout.
+	LockTimeoutRetries int
+	Duration           time.Duration
+}
+
+// Migrate brings the database up to date, or leaves it to whoever holds the
+// lock. The fast path reads the history without locking: when every migration
+// is applied with a matching checksum, it returns OutcomeUpToDate without
+// calling the locker, which keeps a steady-state pod start to one query.
+func (r *Runner) Migrate(ctx context.Context) (res *Result, err error) {
+	start := time.Now()
+	res = &Result{RunID: r.opts.RunID}
+	defer func() { res.Duration = time.Since(start) }()
+
+	rows, _, err := r.hist.read(ctx, r.conn)
+	if err != nil {
+		return res, err
+	}
+	p := makePlan(r.migs, rows, r.opts)
+	res.observe(p)
+	if len(p.problems) > 0 {
+		return res, errors.Join(p.problems...)
+	}
+	if p.upToDate() {
+		r.warnAhead(ctx, p)
+		res.Outcome = OutcomeUpToDate
+		return res, nil
+	}
+
+	waitStart := time.Now()
+	res.LockAttempts = 1
+	won, err := r.locker.TryLock(ctx)
+	if err != nil {
+		return res, err
+	}
+	waited := false
+	if !won {
+		if r.opts.OnLocked == Skip {
+			res.LockWait = time.Since(waitStart)
+			res.Outcome = OutcomeSkipped
+			return res, nil
+		}
+		r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock held elsewhere, waiting",
+			slog.Int("pending", len(p.pending)), slog.Duration("wait_timeout", r.opts.WaitTimeout))
+		waitCtx, cancel := context.WithTimeoutCause(ctx, r.opts.WaitTimeout, ErrWaitTimeout)
+		n, err := r.locker.Wait(waitCtx)
+		cancel()
+		res.LockAttempts += n
+		res.LockWait = time.Since(waitStart)
+		if err != nil {
+			if errors.Is(err, ErrWaitTimeout) {
+				return res, fmt.Errorf("%w after %s (%d attempts)", ErrWaitTimeout, r.opts.WaitTimeout, res.LockAttempts)
+			}
+			return res, err
+		}
+		waited = true
+	}
+	res.LockWait = time.Since(waitStart)
+	res.LockAcquired = true
+	heldStart := time.Now()
+	r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock acquired",
+		slog.Int("attempts", res.LockAttempts), slog.Int64("wait_ms", res.LockWait.Milliseconds()))
+	defer func() {
+		uerr := r.locker.Unlock(ctx)
+		res.LockHeld = time.Since(heldStart)
+		if uerr != nil {
+			// The lock dies with the session anyway; the caller closes it.
+			r.log.LogAttrs(ctx, slog.LevelWarn, "advisory unlock failed; the lock is released when the connection closes",
+				slog.String("error", uerr.Error()))
+			return
+		}
+		r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock released",
+			slog.Int64("held_ms", res.LockHeld.Milliseconds()))
+	}()
+	return res, r.migrateLocked(ctx, res, waited)
+}
+
+// migrateLocked re-reads the history under the lock, since another replica
+// may have finished between the fast path and the grant, and applies what is
+// still pending.
+func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) error {
+	rows, exists, err := r.hist.read(ctx, r.conn)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		if err := r.hist.ensure(ctx, r.conn); err != nil {
+			return err
+		}
+	}
+	p := makePlan(r.migs, rows, r.opts)
+	res.observe(p)
+	problems := p.problems
+	for _, row := range p.running {
+		problems = append(problems, r.interrupted(row))
+	}
+	if len(problems) > 0 {
+		return errors.Join(problems...)
+	}
+	r.warnAhead(ctx, p)
+	if len(p.pending) == 0 {
+		res.Outcome = OutcomeUpToDate
+		if waited {
+			res.Outcome = OutcomeWaited
+		}
+		return nil
+	}
+	err = r.apply(ctx, res, p.pending)
+	res.Pending = len(p.pending) - len(res.Applied)
+	for _, a := range res.Applied {
+		res.SchemaVersion = max(res.SchemaVersion, a.Version)
+	}
+	if err != nil {
+		return err
+	}
+	res.Outcome = OutcomeApplied
+	return nil
+}
+
+func (res *Result) observe(p plan) {
+	res.Pending = len(p.pending)
+	res.SchemaVersion = p.schemaVersion
+	res.Ahead = p.ahead
+}
+
+func (r *Runner) warnAhead(ctx context.Context, p plan) {
+	if len(p.ahead) == 0 {
+		return
+	}
+	r.log.LogAttrs(ctx, slog.LevelWarn,
+		"database has applied migrations unknown to this binary (a newer release migrated it); continuing",
+		slog.Any("unknown_versions", p.ahead), slog.Int64("schema_version", p.schemaVersion))
+}
+
+// interrupted explains a history row left in state "running" by a
+// no-transaction migration whose run died, found while holding the lock.
+func (r *Runner) interrupted(row HistoryRow) *ValidationError {
+	m := r.byVersion(row.Version)
+	e := &ValidationError{Kind: KindInterrupted, Version: row.Version}
+	detail := fmt.Sprintf("no-transaction migration %d (%s) was interrupted after %d completed statement(s) (run %s by %q, started %s)",
+		row.Version, row.Name, row.StatementsDone, row.RunID, row.AppliedBy, row.AppliedAt.UTC().Format(time.RFC3339))
+	if m != nil {
+		e.File = m.File
+		if int(row.StatementsDone) < len(m.statements) {
+			st := m.statements[row.StatementsDone]
+			detail += fmt.Sprintf("; it stopped at statement %d (line %d: %q)", row.StatementsDone+1, st.Line, firstLine(st.SQL))
+		}
+	}
+	e.Detail = detail + "; inspect the database, then mark it with `lockmigrate resolve " +
+		fmt.Sprint(row.Version) + " applied|retry`"
+	return e
+}
+
+func (r *Runner) byVersion(v int64) *Migration {
+	for _, m := range r.migs {
+		if m.Version == v {
+			return m
+		}
+	}
+	return nil
+}

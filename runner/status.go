@@ -1,0 +1,101 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+)
+
+// Migration states reported by Status, beyond the history states.
+const (
+	StatePending          = "pending"
+	StateChecksumMismatch = "checksum_mismatch"
+	// StateUnknown is an applied version this migration set does not have.
+	StateUnknown = "unknown"
+)
+
+// MigrationStatus is one line of Status.
+type MigrationStatus struct {
+	Version        int64      `json:"version"`
+	Name           string     `json:"name"`
+	File           string     `json:"file,omitempty"`
+	State          string     `json:"state"`
+	NoTransaction  bool       `json:"no_transaction,omitempty"`
+	AppliedAt      *time.Time `json:"applied_at,omitempty"`
+	AppliedBy      string     `json:"applied_by,omitempty"`
+	DurationMS     int64      `json:"duration_ms,omitempty"`
+	StatementsDone int32      `json:"statements_done,omitempty"`
+}
+
+// Status is the state of the schema as seen without the lock.
+type Status struct {
+	HistoryExists bool              `json:"history_exists"`
+	SchemaVersion int64             `json:"schema_version"`
+	Applied       int               `json:"applied"`
+	Pending       int               `json:"pending"`
+	Migrations    []MigrationStatus `json:"migrations"`
+	Problems      []string          `json:"problems,omitempty"`
+}
+
+// Status reads the history without taking the lock, so it works while a
+// migration runs, and merges it with the migration set.
+func (r *Runner) Status(ctx context.Context) (*Status, error) {
+	rows, exists, err := r.hist.read(ctx, r.conn)
+	if err != nil {
+		return nil, err
+	}
+	p := makePlan(r.migs, rows, r.opts)
+	st := &Status{HistoryExists: exists, SchemaVersion: p.schemaVersion, Pending: len(p.pending)}
+	for _, e := range p.problems {
+		st.Problems = append(st.Problems, e.Error())
+	}
+	seen := map[int64]bool{}
+	for _, row := range rows {
+		seen[row.Version] = true
+		ms := MigrationStatus{Version: row.Version, Name: row.Name, State: row.State,
+			AppliedAt: &row.AppliedAt, AppliedBy: row.AppliedBy, DurationMS: row.DurationMS,
+			StatementsDone: row.StatementsDone}
+		if m := r.byVersion(row.Version); m == nil {
+			ms.State = StateUnknown
+		} else {
+			ms.File, ms.NoTransaction = m.File, m.NoTransaction
+			if row.State == StateApplied && m.Checksum != row.Checksum {
+				ms.State = StateChecksumMismatch
+			}
+		}
+		if row.State == StateApplied {
+			st.Applied++
+		}
+		st.Migrations = append(st.Migrations, ms)
+	}
+	for _, m := range r.migs {
+		if !seen[m.Version] {
+			st.Migrations = append(st.Migrations, MigrationStatus{Version: m.Version, Name: m.Name,
+				File: m.File, State: StatePending, NoTransaction: m.NoTransaction})
+		}
+	}
+	slices.SortFunc(st.Migrations, func(a, b MigrationStatus) int { return cmpInt64(a.Version, b.Version) })
+	return st, nil
+}
+
+// Validate checks the migration set against the history without taking the
+// lock: checksums, ordering, transaction mode and rows left "running" (which,
+// without the lock, may also be a migration in progress right now).
+func (r *Runner) Validate(ctx context.Context) error {
+	rows, _, err := r.hist.read(ctx, r.conn)
+	if err != nil {
+		return err
+	}
+	p := makePlan(r.migs, rows, r.opts)
+	problems := p.problems
+	for _, row := range p.running {
+		e := r.interrupted(row)
+		e.Detail = "in progress or interrupted: " + e.Detail
+		problems = append(problems, e)
+	}
+	if len(problems) > 0 {
+		return errors.Join(problems...)
+	}
+	return nil
+}
