@@ -1,0 +1,35 @@
+# lockmigrate: see `make help`.
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Extra arguments for go test, e.g. make test TESTARGS='-run TestLock -v'
+TESTARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test build vet fmt clean
+
+help:
+	@echo 'Targets:'
+	@echo '  make demo    8 replicas race against a throwaway PostgreSQL 15 (scripts/demo.sh)'
+	@echo '  make test    gofmt, go vet and go test -race (scripts/test.sh; TESTARGS=... for go test)'
+	@echo '  make build   build bin/lockmigrate (VERSION=$(VERSION))'
+	@echo '  make vet     go vet ./...'
+	@echo '  make fmt     gofmt -w the Go files'
+	@echo '  make clean   remove bin/'
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh $(TESTARGS)
+
+build:
+	go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/lockmigrate .
+
+vet:
+	go vet ./...
+
+fmt:
+	gofmt -l -w .
+
+clean:
+	rm -rf bin

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Tests (make test, and CI through .ci/run): gofmt, go vet, and the test
+# suite with the race detector. Installs what the tests need with apt when it
+# is missing: PostgreSQL 15 server binaries (the tests start their own
+# throwaway clusters) and a C compiler (-race needs cgo).
+#
+# Arguments go to `go test`: scripts/test.sh -run TestLock -v
+# Packages may be given too (./lock/, ./internal/...); without any, ./...
+# GOFLAGS from the environment applies as usual. PG_BIN points the tests at
+# other PostgreSQL 15 server binaries.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+command -v go >/dev/null 2>&1 ||
+	die "go not found in PATH: install Go (see go.mod for the version, https://go.dev/dl/) and put its bin directory in PATH"
+
+# -race needs cgo.
+export CGO_ENABLED=1
+
+missing=()
+if [ -n "${PG_BIN:-}" ]; then
+	[ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] ||
+		die "PG_BIN=$PG_BIN does not hold the PostgreSQL server binaries (postgres, initdb)"
+elif [ ! -x "$PG_DEFAULT_BIN/postgres" ]; then
+	missing+=(postgresql-15)
+fi
+cc=$(go env CC)
+command -v "${cc%% *}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if [ "${#missing[@]}" -gt 0 ]; then
+	step "Installing test dependencies"
+	apt_install "${missing[@]}"
+fi
+
+step "gofmt -l ."
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	printf 'not gofmt-formatted (run make fmt):\n%s\n' "$unformatted" >&2
+	exit 1
+fi
+
+step "go vet ./..."
+go vet ./...
+
+# Test every package unless the arguments name some.
+pkgs=(./...)
+for arg in "$@"; do
+	case $arg in
+	. | ./* | ../* | */... | github.com/*) pkgs=() ;;
+	esac
+done
+
+cmd=(go test -race -count=1 "$@" "${pkgs[@]}")
+step "${cmd[*]}"
+"${cmd[@]}"
