@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +22,7 @@ var commands = map[string]command{
 	"migrate":  cmdMigrate,
 	"status":   cmdStatus,
 	"validate": cmdValidate,
+	"resolve":  cmdResolve,
 }
 
 func writeHelp(w io.Writer) {
@@ -30,6 +32,9 @@ Usage:
   lockmigrate [migrate]        take the advisory lock and apply pending migrations (the default)
   lockmigrate status [--json]  show applied and pending migrations and the lock holder
   lockmigrate validate         check the migration set (and the database, when one is configured)
+  lockmigrate resolve VERSION applied|retry
+                               settle an interrupted no-transaction migration after inspecting it:
+                               applied = its effects are complete; retry = run the whole file again
   lockmigrate version          print the version
   lockmigrate --help           this text
 
@@ -233,6 +238,36 @@ func cmdValidate(ctx context.Context, args []string, getenv func(string) string,
 }
 
 func (e *env) validate(ctx context.Context) error {
+	return e.withRunner(ctx, func(r *runner.Runner) error { return r.Validate(ctx) })
+}
+
+func cmdResolve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) != 2 {
+		fmt.Fprintln(stderr, "lockmigrate: usage: lockmigrate resolve VERSION applied|retry")
+		return exitUsage
+	}
+	version, err := strconv.ParseInt(args[0], 10, 64)
+	action := runner.ResolveAction(args[1])
+	if err != nil || version <= 0 || (action != runner.ResolveApplied && action != runner.ResolveRetry) {
+		fmt.Fprintf(stderr, "lockmigrate: resolve: want a positive version and applied or retry, got %q\n", args)
+		return exitUsage
+	}
+	e, code := setup(getenv, stderr, "resolve")
+	if e == nil {
+		return code
+	}
+	err = e.withRunner(ctx, func(r *runner.Runner) error { return r.Resolve(ctx, version, action) })
+	if err != nil {
+		code := exitCode(ctx, err)
+		e.log.Error("resolve failed", "error", err.Error(), "exit_code", code)
+		return code
+	}
+	fmt.Fprintf(stdout, "migration %d marked %s\n", version, action)
+	return exitOK
+}
+
+// withRunner connects and runs fn with a runner on that connection.
+func (e *env) withRunner(ctx context.Context, fn func(*runner.Runner) error) error {
 	conn, err := e.connect(ctx)
 	if err != nil {
 		return err
@@ -242,5 +277,5 @@ func (e *env) validate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return r.Validate(ctx)
+	return fn(r)
 }

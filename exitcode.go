@@ -52,7 +52,8 @@ func exitCode(ctx context.Context, err error) int {
 		migErr   *runner.MigrationError
 	)
 	switch {
-	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage):
+	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
+		errors.Is(err, runner.ErrNothingToResolve):
 		return exitUsage
 	case errors.As(err, &connErr):
 		return exitUnreachable

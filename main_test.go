@@ -574,3 +574,113 @@ func TestConcurrentProcesses(t *testing.T) {
 	}
 	assertNoAdvisoryLocks(t, url)
 }
+
+// TestLockTimeoutExhausted: with a table locked ACCESS EXCLUSIVE that is never
+// released, the run exits 1 after exactly LOCKMIGRATE_LOCK_RETRIES retries,
+// each logged with the session in the way, and leaves nothing half-applied.
+func TestLockTimeoutExhausted(t *testing.T) {
+	ctx := context.Background()
+	url, _ := secretDB(t)
+	holder := connect(t, url)
+	if _, err := holder.Exec(ctx, `CREATE TABLE hot (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE hot IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	dir := writeDir(t, map[string]string{"1_alter.sql": "CREATE TABLE side (id int);\nALTER TABLE hot ADD COLUMN v int;\n"})
+	r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_DIR", dir, "LOCKMIGRATE_LOCK_TIMEOUT", "50ms", "LOCKMIGRATE_LOCK_RETRIES", "2"))
+	if r.code != exitMigration || !strings.Contains(r.finished(t)["error"].(string), "55P03") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	retries := 0
+	for _, ev := range r.events(t) {
+		if ev["msg"] == "lock_timeout reached; transaction rolled back, retrying" {
+			retries++
+			hs, _ := ev["lock_holders"].([]any)
+			if len(hs) == 0 || hs[0].(map[string]any)["pid"] != float64(holder.PgConn().PID()) {
+				t.Errorf("retry log does not name the holder pid %d: %v", holder.PgConn().PID(), ev["lock_holders"])
+			}
+		}
+	}
+	if retries != 2 {
+		t.Fatalf("%d retries logged, want exactly 2\n%s", retries, r.stderr)
+	}
+	check := connect(t, url)
+	var n int
+	check.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'side'`).Scan(&n)
+	if n != 0 {
+		t.Fatal("half-applied: table side exists")
+	}
+	assertNoAdvisoryLocks(t, url)
+}
+
+// TestKilledMidNoTransactionMigration: SIGKILL between two statements of a
+// no-transaction migration; the server notices the dead client within about
+// a second (client_connection_check_interval) and frees the lock; the next
+// run exits 5 naming the statement reached; after the operator finishes the
+// file by hand and resolves it as applied, runs proceed.
+func TestKilledMidNoTransactionMigration(t *testing.T) {
+	ctx := context.Background()
+	url, _ := secretDB(t)
+	dir := writeDir(t, map[string]string{
+		"1_first.sql": "CREATE TABLE k (id int, name text);",
+		"2_notx.sql": "-- lockmigrate:no-transaction\n-- three statements\nCREATE INDEX CONCURRENTLY k_id_idx ON k (id);\n" +
+			"SELECT pg_sleep(120);\nCREATE INDEX CONCURRENTLY k_name_idx ON k (name);\n",
+		"3_after.sql": "CREATE TABLE after_k (id int);",
+	})
+	env := with(baseEnv(url), "LOCKMIGRATE_DIR", dir)
+	var stdout, stderr bytes.Buffer
+	cmd := startBinary(t, env, &stdout, &stderr)
+	watcher := connect(t, url)
+	for {
+		var n int
+		if err := watcher.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		  WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+	}
+	killed := time.Now()
+	cmd.Process.Kill()
+	cmd.Wait()
+	checkNoSecrets(t, stdout.String(), stderr.String())
+
+	// The next replica waits for the dead session's lock to go, then refuses.
+	r := runIn(t, ctx, with(env, "LOCKMIGRATE_ON_LOCKED", "wait", "LOCKMIGRATE_WAIT_TIMEOUT", "30s"))
+	ev := r.finished(t)
+	t.Logf("lock free and interruption reported %v after SIGKILL (lock wait %vms)", time.Since(killed).Round(time.Millisecond), ev["lock_wait_ms"])
+	if r.code != exitValidation {
+		t.Fatalf("exit %d, want 5\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{"interrupted", "2_notx.sql", "statement 2 of 3", "line 4", "SELECT pg_sleep(120)", "no INVALID index found", "lockmigrate resolve 2"} {
+		if !strings.Contains(ev["error"].(string), want) {
+			t.Errorf("error lacks %q: %s", want, ev["error"])
+		}
+	}
+	if w := ev["lock_wait_ms"].(float64); w > 5000 {
+		t.Errorf("dead holder kept the lock for %vms", w)
+	}
+	// The operator finishes the file and resolves it.
+	if _, err := watcher.Exec(ctx, `CREATE INDEX CONCURRENTLY k_name_idx ON k (name)`); err != nil {
+		t.Fatal(err)
+	}
+	if r := runIn(t, ctx, env, "resolve", "2", "applied"); r.code != 0 || !strings.Contains(r.stdout, "migration 2 marked applied") {
+		t.Fatalf("resolve: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runIn(t, ctx, env, "resolve", "2", "applied"); r.code != exitUsage || !strings.Contains(r.stderr, "nothing to resolve") {
+		t.Fatalf("second resolve: exit %d\n%s", r.code, r.stderr)
+	}
+	r = runIn(t, ctx, env)
+	if r.code != 0 || r.finished(t)["outcome"] != "applied" || r.finished(t)["applied"] != 1.0 {
+		t.Fatalf("run after resolve: exit %d\n%s", r.code, r.stderr)
+	}
+	assertNoAdvisoryLocks(t, url)
+}

@@ -55,7 +55,7 @@ func (r *Runner) apply(ctx context.Context, res *Result, pending []*Migration) e
 			err error
 		)
 		if m.NoTransaction {
-			d, err = r.applyNoTx(ctx, m)
+			d, err = r.applyNoTx(ctx, res, m)
 		} else {
 			err = r.inTx(ctx, res, func(tx pgx.Tx) error {
 				d, err = r.execInTx(ctx, tx, m)
@@ -90,7 +90,8 @@ func (r *Runner) inTx(ctx context.Context, res *Result, fn func(pgx.Tx) error) e
 		delay := lockTimeoutBackoff.Delay(retry + 1)
 		r.log.LogAttrs(ctx, slog.LevelWarn, "lock_timeout reached; transaction rolled back, retrying",
 			slog.String("error", err.Error()), slog.Int("retry", retry+1),
-			slog.Int("max_retries", r.opts.LockRetries), slog.Int64("delay_ms", delay.Milliseconds()))
+			slog.Int("max_retries", r.opts.LockRetries), slog.Int64("delay_ms", delay.Milliseconds()),
+			slog.Any("lock_holders", r.blockers(ctx)))
 		if err := backoff.Sleep(ctx, delay); err != nil {
 			return err
 		}

@@ -161,3 +161,13 @@ func TestMakePlan(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadStripsByteOrderMark(t *testing.T) {
+	migs, err := Load(fstest.MapFS{"1_a.sql": {Data: []byte("\xef\xbb\xbf-- lockmigrate:no-transaction\nSELECT 1;")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !migs[0].NoTransaction || strings.HasPrefix(migs[0].SQL, "\ufeff") || len(migs[0].statements) != 1 {
+		t.Fatalf("BOM not handled: %+v", migs[0])
+	}
+}

@@ -73,7 +73,9 @@ func Load(fsys fs.FS) ([]*Migration, error) {
 		}
 		sum := sha256.Sum256(data)
 		m.Checksum = hex.EncodeToString(sum[:])
-		m.SQL = string(data)
+		// The checksum covers the bytes as written; the server gets them
+		// without a UTF-8 byte order mark, which it would reject.
+		m.SQL = strings.TrimPrefix(string(data), "\ufeff")
 		if err := m.parseDirective(data); err != nil {
 			problems = append(problems, err)
 			continue

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -281,6 +282,7 @@ func (r *Runner) Migrate(ctx context.Context) (res *Result, err error) {
 // may have finished between the fast path and the grant, and applies what is
 // still pending.
 func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) error {
+	r.watchClient(ctx)
 	rows, exists, err := r.hist.read(ctx, r.conn)
 	if err != nil {
 		return err
@@ -294,7 +296,7 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 	res.observe(p)
 	problems := p.problems
 	for _, row := range p.running {
-		problems = append(problems, r.interrupted(row))
+		problems = append(problems, r.interrupted(ctx, row))
 	}
 	if len(problems) > 0 {
 		return errors.Join(problems...)
@@ -335,21 +337,31 @@ func (r *Runner) warnAhead(ctx context.Context, p plan) {
 }
 
 // interrupted explains a history row left in state "running" by a
-// no-transaction migration whose run died, found while holding the lock.
-func (r *Runner) interrupted(row HistoryRow) *ValidationError {
+// no-transaction migration whose run died or failed: where it stopped, what
+// INVALID indexes exist, and how to resolve it.
+func (r *Runner) interrupted(ctx context.Context, row HistoryRow) *ValidationError {
 	m := r.byVersion(row.Version)
 	e := &ValidationError{Kind: KindInterrupted, Version: row.Version}
 	detail := fmt.Sprintf("no-transaction migration %d (%s) was interrupted after %d completed statement(s) (run %s by %q, started %s)",
 		row.Version, row.Name, row.StatementsDone, row.RunID, row.AppliedBy, row.AppliedAt.UTC().Format(time.RFC3339))
 	if m != nil {
 		e.File = m.File
-		if int(row.StatementsDone) < len(m.statements) {
-			st := m.statements[row.StatementsDone]
-			detail += fmt.Sprintf("; it stopped at statement %d (line %d: %q)", row.StatementsDone+1, st.Line, firstLine(st.SQL))
+		if n := int(row.StatementsDone); n < len(m.statements) {
+			st := m.statements[n]
+			detail += fmt.Sprintf("; it stopped at statement %d of %d (line %d: %q)", n+1, len(m.statements), st.Line, firstLine(st.SQL))
 		}
 	}
-	e.Detail = detail + "; inspect the database, then mark it with `lockmigrate resolve " +
-		fmt.Sprint(row.Version) + " applied|retry`"
+	switch idx, err := r.invalidIndexes(ctx); {
+	case err != nil:
+		detail += "; could not check for INVALID indexes: " + err.Error()
+	case len(idx) > 0:
+		detail += fmt.Sprintf("; INVALID indexes left behind: %s (drop them with DROP INDEX CONCURRENTLY before a retry)", strings.Join(idx, ", "))
+	default:
+		detail += "; no INVALID index found"
+	}
+	e.Detail = detail + fmt.Sprintf("; inspect the database, finish or undo the remaining statements, then run "+
+		"`lockmigrate resolve %d applied` (the file's effects are complete) or `lockmigrate resolve %d retry` "+
+		"(run the whole file again on the next run)", row.Version, row.Version)
 	return e
 }
 

@@ -432,7 +432,7 @@ func TestLockTimeoutRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE busy IN ACCESS SHARE MODE`); err != nil {
+	if _, err := tx.Exec(ctx, `LOCK TABLE busy IN ACCESS EXCLUSIVE MODE`); err != nil {
 		t.Fatal(err)
 	}
 	logs := &eventLog{want: "lock_timeout reached", seen: make(chan struct{})}
@@ -464,15 +464,18 @@ func TestLockTimeoutRetry(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx)
-		if _, err := tx.Exec(ctx, `LOCK TABLE busy IN ACCESS SHARE MODE`); err != nil {
+		if _, err := tx.Exec(ctx, `LOCK TABLE busy IN ACCESS EXCLUSIVE MODE`); err != nil {
 			t.Fatal(err)
 		}
 		migs := load(t, fstest.MapFS{"1_alter.sql": migsFile(migs[0]), "2_more.sql": {Data: []byte("ALTER TABLE busy ADD COLUMN more text;")}})
-		r, conn := newRunner(t, url, migs, runner.Options{LockTimeout: 20 * time.Millisecond, LockRetries: 1})
+		r, conn := newRunner(t, url, migs, runner.Options{LockTimeout: 20 * time.Millisecond, LockRetries: 2})
 		res, err := r.Migrate(ctx)
 		var me *runner.MigrationError
-		if !errors.As(err, &me) || !strings.Contains(err.Error(), "55P03") || res.LockTimeoutRetries != 1 {
-			t.Fatalf("Migrate = %+v, %v; want a 55P03 failure after 1 retry", res, err)
+		if !errors.As(err, &me) || !strings.Contains(err.Error(), "55P03") || res.LockTimeoutRetries != 2 {
+			t.Fatalf("Migrate = %+v, %v; want a 55P03 failure after exactly 2 retries", res, err)
+		}
+		if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE version = 2`); n != 0 {
+			t.Fatal("the failed migration was recorded")
 		}
 		assertNoAdvisoryLocks(t, conn)
 	})

@@ -90,7 +90,7 @@ func (r *Runner) Validate(ctx context.Context) error {
 	p := makePlan(r.migs, rows, r.opts)
 	problems := p.problems
 	for _, row := range p.running {
-		e := r.interrupted(row)
+		e := r.interrupted(ctx, row)
 		e.Detail = "in progress or interrupted: " + e.Detail
 		problems = append(problems, e)
 	}

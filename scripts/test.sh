@@ -55,3 +55,12 @@ done
 cmd=(go test -race -count=1 "$@" "${pkgs[@]}")
 step "${cmd[*]}"
 "${cmd[@]}"
+
+# The statement splitter's fuzz target, bounded (issue 4): FUZZTIME=0 skips it,
+# a longer FUZZTIME searches longer. Skipped when the arguments select tests.
+FUZZTIME=${FUZZTIME:-20s}
+if [ "$FUZZTIME" != 0 ] && [ "$#" -eq 0 ]; then
+	cmd=(go test -run '^$' -fuzz '^FuzzSplit$' -fuzztime "$FUZZTIME" ./internal/sqlsplit/)
+	step "${cmd[*]}"
+	"${cmd[@]}"
+fi

@@ -9,9 +9,13 @@
 // quoted identifiers, dollar-quoted function bodies, comments, parenthesised
 // rule actions and SQL-standard function bodies (BEGIN ATOMIC ... END).
 //
-// The scanner follows the lexical rules of the PostgreSQL server and psql
-// closely enough to find statement boundaries; it is not a parser and does
-// not validate SQL. It assumes standard_conforming_strings = on (the
+// The scanner follows the lexical rules of the PostgreSQL 15+ server and
+// psql closely enough to find statement boundaries; it is not a parser and
+// does not validate SQL. Where psql and the server disagree (the server
+// continues the escape string E'a' into a '\'...' on the next line, psql
+// 15 does not), Split follows the server, which is what executes the
+// statements. BEGIN ATOMIC bodies are tracked with psql's heuristic, made
+// stricter: see Split. It assumes standard_conforming_strings = on (the
 // default since PostgreSQL 9.1), so a backslash is an ordinary character in
 // '...' literals and only escapes the next character in E'...' literals.
 // psql meta-commands (\set, \connect, ...), psql variables and COPY ... FROM
@@ -75,6 +79,14 @@ func newSyntaxError(src string, offset int, msg string) *SyntaxError {
 // quoted string or identifier, a dollar-quoted string, a comment, a pair of
 // parentheses or the body of a CREATE FUNCTION/PROCEDURE ... BEGIN ATOMIC
 // ... END.
+//
+// A body starts at BEGIN ATOMIC in a statement whose first tokens are
+// CREATE [OR REPLACE] {FUNCTION|PROCEDURE}, and ends at the END that
+// balances it, counting CASE ... END (and nested BEGIN ATOMIC ... END)
+// outside parentheses, as psql does. Unlike psql, a BEGIN not followed by
+// ATOMIC is not counted, so a column named begin cannot swallow the rest of
+// the file; a reserved word END used as a column label (SELECT 1 AS end)
+// inside a body still ends it early, as it does in psql.
 //
 // Statements that contain nothing but whitespace and comments are dropped;
 // a final statement without a terminating semicolon is returned like any
@@ -184,7 +196,9 @@ type stmtState struct {
 	start, end int // byte range from first to last token; start < 0: no token yet
 
 	// head classifies the first tokens, enough to recognise
-	// CREATE [OR REPLACE] {FUNCTION|PROCEDURE} the way psql does.
+	// CREATE [OR REPLACE] {FUNCTION|PROCEDURE}. psql looks at the first
+	// identifiers instead, skipping any other token before CREATE; no
+	// real statement has one there.
 	head   [4]byte
 	ntoken int
 

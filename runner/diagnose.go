@@ -1,0 +1,90 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// invalidIndexes lists the INVALID indexes (qualified names) in the schemas a
+// migration can touch without qualifying names (the search path) and in the
+// history schema. A failed or interrupted CREATE INDEX CONCURRENTLY leaves
+// such an index behind: it costs writes, serves no reads, and makes a re-run
+// of the same CREATE fail, so operators must hear about it.
+func (r *Runner) invalidIndexes(ctx context.Context) ([]string, error) {
+	rows, err := r.conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT i.indisvalid
+   AND (n.nspname = ANY (current_schemas(false)) OR n.nspname = $1)
+ ORDER BY 1`, r.opts.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("look up invalid indexes: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// lockHolder is a session holding a lock on a user relation, reported when a
+// migration hits lock_timeout so the operator sees who was in the way.
+type lockHolder struct {
+	PID       int32     `json:"pid"`
+	App       string    `json:"application_name"`
+	State     string    `json:"state"`
+	XactStart time.Time `json:"xact_start"`
+	Relations []string  `json:"relations"`
+	Query     string    `json:"query"`
+}
+
+// blockers lists (for a log attribute) the other sessions that hold relation locks in open
+// transactions, oldest transaction first. By the time lock_timeout fired our
+// own wait is over, so pg_blocking_pids(our pid) would be empty; the holders
+// that were in the way are still there, holding their locks.
+func (r *Runner) blockers(ctx context.Context) any {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rows, err := r.conn.Query(ctx, `SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
+       a.xact_start, array_agg(DISTINCT format('%I.%I', n.nspname, c.relname)),
+       left(coalesce(a.query, ''), 200)
+  FROM pg_locks l
+  JOIN pg_stat_activity a ON a.pid = l.pid
+  JOIN pg_class c ON c.oid = l.relation
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE l.granted AND l.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ GROUP BY 1, 2, 3, 4, 6
+ ORDER BY a.xact_start
+ LIMIT 5`)
+	if err != nil {
+		return "lookup failed: " + err.Error() // diagnostics only
+	}
+	hs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (lockHolder, error) {
+		var h lockHolder
+		err := row.Scan(&h.PID, &h.App, &h.State, &h.XactStart, &h.Relations, &h.Query)
+		return h, err
+	})
+	if err != nil {
+		return "lookup failed: " + err.Error()
+	}
+	return hs
+}
+
+// clientCheckInterval makes the server notice a vanished client (a pod
+// killed with SIGKILL, a node lost) while a statement runs, so a long
+// migration statement is aborted and the advisory lock freed within about a
+// second instead of when the statement ends. The setting exists from
+// PostgreSQL 14; on older servers the attempt fails harmlessly.
+const clientCheckInterval = "SET client_connection_check_interval = 1000"
+
+func (r *Runner) watchClient(ctx context.Context) {
+	_, err := r.conn.Exec(ctx, clientCheckInterval)
+	var pgErr *pgconn.PgError
+	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42704") {
+		r.log.LogAttrs(ctx, slog.LevelDebug, "client_connection_check_interval not set", slog.String("error", err.Error()))
+	}
+}
