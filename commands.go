@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/lock"
+	"github.com/lockmigrate/lockmigrate/metrics"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
@@ -74,9 +75,13 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 
 	res, holder, err := e.migrate(ctx)
 	code = exitCode(ctx, err)
+	end := time.Now()
 	attrs := []slog.Attr{
 		slog.Int("exit_code", code),
-		slog.Int64("duration_ms", time.Since(start).Milliseconds()),
+		slog.Int64("duration_ms", end.Sub(start).Milliseconds()),
+	}
+	if e.cfg.PushgatewayURL != "" {
+		attrs = append(attrs, slog.Bool("metrics_pushed", e.pushMetrics(ctx, e.metricsRun(res, code, start, end))))
 	}
 	if res != nil {
 		attrs = append(attrs,
@@ -101,6 +106,40 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	attrs = append([]slog.Attr{slog.String("outcome", string(res.Outcome))}, attrs...)
 	e.log.LogAttrs(ctx, slog.LevelInfo, "run finished", attrs...)
 	return code
+}
+
+// metricsRun describes the run for the Pushgateway.
+func (e *env) metricsRun(res *runner.Result, code int, start, end time.Time) metrics.Run {
+	m := metrics.Run{Version: version, Outcome: "failed", ErrorKind: errorKind(code),
+		Start: start, End: end, ConnectAttempts: e.connectAttempts}
+	if res == nil {
+		return m
+	}
+	if code == exitOK {
+		m.Outcome = string(res.Outcome)
+	}
+	m.LockTried = res.LockAttempts > 0
+	m.LockConflict, m.LockAcquired, m.LockAttempts = res.LockConflict, res.LockAcquired, res.LockAttempts
+	m.LockWait, m.LockHeld = res.LockWait, res.LockHeld
+	m.SchemaKnown = res.LockAcquired || m.Outcome == string(runner.OutcomeUpToDate)
+	m.SchemaVersion, m.Pending = res.SchemaVersion, res.Pending
+	m.ApplyTried, m.Applied, m.LockTimeoutRetries = res.ApplyStarted, len(res.Applied), res.LockTimeoutRetries
+	return m
+}
+
+// pushMetrics pushes run to the Pushgateway within its timeout. A failure is
+// logged and otherwise ignored: metrics must never fail a deployment. The
+// push ignores the run's cancellation, so a run stopped by SIGTERM still
+// reports, within the push timeout.
+func (e *env) pushMetrics(ctx context.Context, run metrics.Run) bool {
+	p := metrics.Pusher{URL: e.cfg.PushgatewayURL, Job: e.cfg.PushgatewayJob, Grouping: e.cfg.Grouping,
+		Username: e.cfg.PushgatewayUsername, Password: e.cfg.PushgatewayPassword, Timeout: e.cfg.PushgatewayTimeout}
+	if err := p.Push(context.WithoutCancel(ctx), run.Registry()); err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "metrics push failed; the run's result is unaffected",
+			slog.String("error", err.Error()), slog.Duration("timeout", e.cfg.PushgatewayTimeout))
+		return false
+	}
+	return true
 }
 
 func (e *env) migrate(ctx context.Context) (*runner.Result, *lock.Holder, error) {

@@ -29,6 +29,8 @@ type env struct {
 	podName string
 	key     int64
 	migs    []*runner.Migration
+	// connectAttempts is how many attempts the last connect made.
+	connectAttempts int
 }
 
 // setup reads the configuration and the migration set and builds the
@@ -52,7 +54,8 @@ func setup(getenv func(string) string, stderr io.Writer, command string) (*env, 
 	if e.connCfg != nil {
 		secrets = append(secrets, e.connCfg.Password)
 	}
-	secrets = append(secrets, getenv("PGPASSWORD"), passwordInURL(cfg.DatabaseURL))
+	secrets = append(secrets, getenv("PGPASSWORD"), passwordInURL(cfg.DatabaseURL),
+		cfg.PushgatewayPassword, passwordInURL(cfg.PushgatewayURL))
 	e.log = newLogger(cfg.LogFormat, cfg.LogLevel, newRedactor(stderr, secrets...)).With(
 		slog.String("run_id", e.runID.String()), slog.String("command", command))
 	if err != nil {
@@ -96,6 +99,7 @@ func passwordInURL(s string) string {
 // connect opens the dedicated connection.
 func (e *env) connect(ctx context.Context) (*pgx.Conn, error) {
 	conn, attempts, err := dbconn.Connect(ctx, e.connCfg, e.cfg.ConnectTimeout, e.log)
+	e.connectAttempts = attempts
 	if err != nil {
 		return nil, err
 	}

@@ -195,6 +195,10 @@ type Result struct {
 	Ahead []int64
 
 	LockAcquired bool
+	// LockConflict is set when the first try found the lock held elsewhere.
+	LockConflict bool
+	// ApplyStarted is set when the run, holding the lock, began applying.
+	ApplyStarted bool
 	// LockAttempts counts try-lock calls (0 when the fast path sufficed).
 	LockAttempts int
 	// LockWait is the time from the first try-lock to the grant (or give-up).
@@ -238,6 +242,7 @@ func (r *Runner) Migrate(ctx context.Context) (res *Result, err error) {
 	}
 	waited := false
 	if !won {
+		res.LockConflict = true
 		if r.opts.OnLocked == Skip {
 			res.LockWait = time.Since(waitStart)
 			res.Outcome = OutcomeSkipped
@@ -309,6 +314,7 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 		}
 		return nil
 	}
+	res.ApplyStarted = true
 	err = r.apply(ctx, res, p.pending)
 	res.Pending = len(p.pending) - len(res.Applied)
 	for _, a := range res.Applied {

@@ -25,13 +25,42 @@ PG_STARTED=false
 REPLICA_PIDS=() # replica subshells of the current round
 REPLICA_ENV=()  # environment of every replica (see pushgateway_start)
 
-# --- Pushgateway (placeholder) ----------------------------------------------
-# A later change adds a Pushgateway to the demo. Start it in
-# pushgateway_start, append LOCKMIGRATE_PUSHGATEWAY_URL=http://127.0.0.1:PORT
-# to REPLICA_ENV there, and stop it in pushgateway_stop (called on exit).
-# Until then both do nothing and LOCKMIGRATE_PUSHGATEWAY_URL is never set.
-pushgateway_start() { :; }
-pushgateway_stop() { :; }
+# --- Pushgateway ----------------------------------------------------------
+# Every replica pushes its metrics to a throwaway Pushgateway on loopback;
+# the demo prints what the gateway holds at the end.
+PGW_PID=
+PGW_URL=
+pushgateway_start() {
+	command -v curl >/dev/null 2>&1 || apt_install curl
+	local bin
+	bin=$(command -v prometheus-pushgateway || command -v pushgateway || true)
+	if [ -z "$bin" ]; then
+		apt_install prometheus-pushgateway
+		bin=$(command -v prometheus-pushgateway)
+	fi
+	local port
+	port=$(free_port)
+	"$bin" --web.listen-address="127.0.0.1:$port" --persistence.file= --log.level=warn \
+		>"$WORK/pushgateway.log" 2>&1 &
+	PGW_PID=$!
+	PGW_URL="http://127.0.0.1:$port"
+	for _ in $(seq 1 100); do
+		curl -fsS "$PGW_URL/-/ready" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	curl -fsS "$PGW_URL/-/ready" >/dev/null 2>&1 || die "Pushgateway did not start: $(cat "$WORK/pushgateway.log")"
+	REPLICA_ENV+=(LOCKMIGRATE_PUSHGATEWAY_URL="$PGW_URL")
+	info "Pushgateway at $PGW_URL"
+}
+pushgateway_stop() {
+	[ -n "$PGW_PID" ] && kill "$PGW_PID" 2>/dev/null && wait "$PGW_PID" 2>/dev/null
+	PGW_PID=
+}
+pushgateway_show() {
+	step "Metrics on the Pushgateway (one group for all replicas: job=lockmigrate)"
+	curl -fsS "$PGW_URL/metrics" | grep -E '^lockmigrate_' | grep -vE ' 0$|build_info' | sed 's/^lockmigrate_//' | indent
+	info "(series at 0 hidden; see README, Metrics)"
+}
 # ------------------------------------------------------------------------------
 
 cleanup() {
@@ -261,6 +290,8 @@ else
 	info "exactly-once after round 2: FAILED ($ROWS schema_audit rows, $DUPLICATED versions duplicated; replicas report $ROUND_APPLIED applied)"
 	FAILED=true
 fi
+
+pushgateway_show
 
 step "lockmigrate status"
 if ! env "${REPLICA_ENV[@]}" POD_NAME=demo-status "$BIN" status | indent; then

@@ -27,6 +27,10 @@ if [ -n "${PG_BIN:-}" ]; then
 elif [ ! -x "$PG_DEFAULT_BIN/postgres" ]; then
 	missing+=(postgresql-15)
 fi
+# The metrics tests run a real Pushgateway; promtool checks the alert rules.
+command -v prometheus-pushgateway >/dev/null 2>&1 || command -v pushgateway >/dev/null 2>&1 ||
+	[ -n "${PUSHGATEWAY_BIN:-}" ] || missing+=(prometheus-pushgateway)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 cc=$(go env CC)
 command -v "${cc%% *}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -43,6 +47,9 @@ fi
 
 step "go vet ./..."
 go vet ./...
+
+step "promtool check rules deploy/monitoring/*.yml"
+promtool check rules deploy/monitoring/*.yml
 
 # Test every package unless the arguments name some.
 pkgs=(./...)

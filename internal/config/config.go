@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -36,6 +38,16 @@ type Config struct {
 	LockRetries      int           `env:"LOCKMIGRATE_LOCK_RETRIES" envDefault:"3" help:"retries after a lock_timeout (55P03)"`
 	StatementTimeout time.Duration `env:"LOCKMIGRATE_STATEMENT_TIMEOUT" envDefault:"0" help:"statement_timeout for migration statements (0 = off)"`
 	AllowOutOfOrder  bool          `env:"LOCKMIGRATE_ALLOW_OUT_OF_ORDER" envDefault:"false" help:"apply a pending migration older than the newest applied one"`
+
+	PushgatewayURL          string        `env:"LOCKMIGRATE_PUSHGATEWAY_URL" help:"Pushgateway base URL (http:// or https://); empty: no metrics push"`
+	PushgatewayJob          string        `env:"LOCKMIGRATE_PUSHGATEWAY_JOB" envDefault:"lockmigrate" help:"job label of the pushed group"`
+	PushgatewayTimeout      time.Duration `env:"LOCKMIGRATE_PUSHGATEWAY_TIMEOUT" envDefault:"5s" help:"deadline for the push; a failed push is logged, never changes the exit code"`
+	PushgatewayUsername     string        `env:"LOCKMIGRATE_PUSHGATEWAY_USERNAME" help:"basic auth user for the Pushgateway"`
+	PushgatewayPassword     string        `env:"LOCKMIGRATE_PUSHGATEWAY_PASSWORD" help:"basic auth password for the Pushgateway"`
+	PushgatewayPasswordFile string        `env:"LOCKMIGRATE_PUSHGATEWAY_PASSWORD_FILE" help:"file holding the basic auth password; conflicts with _PASSWORD"`
+	PushgatewayGrouping     string        `env:"LOCKMIGRATE_PUSHGATEWAY_GROUPING" help:"extra grouping labels, k=v,k=v (never a pod name: the Pushgateway keeps every group forever)"`
+	// Grouping is PushgatewayGrouping parsed.
+	Grouping map[string]string `env:"-"`
 
 	LogFormat string `env:"LOCKMIGRATE_LOG_FORMAT" envDefault:"json" oneof:"json,text" help:"log format (one event per line on stderr)"`
 	LogLevel  string `env:"LOCKMIGRATE_LOG_LEVEL" envDefault:"info" oneof:"debug,info,warn,error" help:"lowest level logged"`
@@ -104,6 +116,13 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if cfg.PushgatewayPasswordFile != "" {
+		b, err := os.ReadFile(cfg.PushgatewayPasswordFile)
+		if err != nil {
+			return nil, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_PASSWORD_FILE", Accept: "a readable file holding the password", Err: err}
+		}
+		cfg.PushgatewayPassword = strings.TrimRight(string(b), "\r\n")
 	}
 	if cfg.DatabaseURLFile != "" {
 		b, err := os.ReadFile(cfg.DatabaseURLFile)
@@ -188,6 +207,26 @@ func (c *Config) validate() []*Error {
 			errs = append(errs, &Error{Var: id.name, Value: id.v, Accept: "a PostgreSQL identifier of 1 to 63 bytes"})
 		}
 	}
+	if c.PushgatewayURL != "" {
+		u, err := url.Parse(c.PushgatewayURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_URL", Accept: "an http:// or https:// URL such as http://pushgateway:9091"})
+		}
+	}
+	if c.PushgatewayJob == "" {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_JOB", Accept: "a non-empty job name"})
+	}
+	if c.PushgatewayTimeout == 0 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_TIMEOUT", Value: "0", Accept: "a positive Go duration such as 5s"})
+	}
+	if c.PushgatewayPassword != "" && c.PushgatewayPasswordFile != "" {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_PASSWORD_FILE", Accept: "only one of LOCKMIGRATE_PUSHGATEWAY_PASSWORD and LOCKMIGRATE_PUSHGATEWAY_PASSWORD_FILE"})
+	}
+	var err error
+	if c.Grouping, err = parseGrouping(c.PushgatewayGrouping); err != nil {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_GROUPING", Value: c.PushgatewayGrouping,
+			Accept: "comma-separated name=value pairs of label names other than job and instance", Err: err})
+	}
 	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
 		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
 	}
@@ -201,6 +240,9 @@ func WriteHelp(w io.Writer) {
 	t := reflect.TypeFor[Config]()
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Tag.Get("help") == "" {
+			continue
+		}
 		def := f.Tag.Get("envDefault")
 		if def == "" {
 			def = "-"
@@ -208,4 +250,32 @@ func WriteHelp(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Tag.Get("env"), def, f.Tag.Get("help"))
 	}
 	tw.Flush()
+}
+
+var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// parseGrouping parses "k=v,k=v" into grouping labels. job has its own
+// variable, and instance is refused: it would be a per-pod label in disguise.
+func parseGrouping(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		k = strings.TrimSpace(k)
+		switch {
+		case !ok || v == "":
+			return nil, fmt.Errorf("%q is not name=value", part)
+		case !labelName.MatchString(k) || strings.HasPrefix(k, "__"):
+			return nil, fmt.Errorf("%q is not a label name", k)
+		case k == "job" || k == "instance":
+			return nil, fmt.Errorf("%q cannot be a grouping label", k)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("label %q given twice", k)
+		}
+		out[k] = v
+	}
+	return out, nil
 }

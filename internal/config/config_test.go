@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +15,9 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{OnLocked: "skip", WaitTimeout: 10 * time.Minute, ConnectTimeout: time.Minute,
 		Schema: "public", Table: "lockmigrate_history", Transaction: "each", LockRetries: 3,
+		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
 		LogFormat: "json", LogLevel: "info"}
-	if *cfg != want {
+	if !reflect.DeepEqual(*cfg, want) {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}
 }
@@ -36,6 +38,28 @@ func TestAllErrorsAtOnce(t *testing.T) {
 	for _, v := range []string{"LOCKMIGRATE_ON_LOCKED", "LOCKMIGRATE_LOG_LEVEL", `LOCKMIGRATE_WAIT_TIMEOUT "soon"`} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error %q does not name %s", err, v)
+		}
+	}
+}
+
+func TestGrouping(t *testing.T) {
+	tests := []struct {
+		in   string
+		want map[string]string
+		ok   bool
+	}{
+		{"", map[string]string{}, true},
+		{"app=shop, env=prod", map[string]string{"app": "shop", "env": "prod"}, true},
+		{"instance=pod-1", nil, false},
+		{"job=x", nil, false},
+		{"app", nil, false},
+		{"1app=x", nil, false},
+		{"a=1,a=2", nil, false},
+	}
+	for _, tt := range tests {
+		got, err := parseGrouping(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && !reflect.DeepEqual(got, tt.want)) {
+			t.Errorf("parseGrouping(%q) = %v, %v", tt.in, got, err)
 		}
 	}
 }
