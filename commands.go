@@ -62,8 +62,10 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return exitUsage
 	}
 	start := time.Now()
-	e, code := setup(getenv, stderr, "migrate")
-	if e == nil {
+	e, err := setup(getenv, stderr, "migrate")
+	if err != nil {
+		code := exitCode(ctx, err)
+		e.writeTermination(newTermination(e, nil, code, err, time.Since(start).Milliseconds()))
 		return code
 	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "run started",
@@ -74,7 +76,7 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		slog.String("transaction", e.cfg.Transaction))
 
 	res, holder, err := e.migrate(ctx)
-	code = exitCode(ctx, err)
+	code := exitCode(ctx, err)
 	end := time.Now()
 	attrs := []slog.Attr{
 		slog.Int("exit_code", code),
@@ -97,6 +99,7 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	if holder != nil {
 		attrs = append(attrs, slog.Any("holder", *holder))
 	}
+	e.writeTermination(newTermination(e, res, code, err, end.Sub(start).Milliseconds()))
 	if err != nil {
 		attrs = append([]slog.Attr{slog.String("outcome", "failed"), slog.String("error_kind", errorKind(code)),
 			slog.String("error", err.Error())}, attrs...)
@@ -179,9 +182,9 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
 		return exitUsage
 	}
-	e, code := setup(getenv, stderr, "status")
-	if e == nil {
-		return code
+	e, err := setup(getenv, stderr, "status")
+	if err != nil {
+		return exitCode(ctx, err)
 	}
 	rep, err := e.status(ctx)
 	if err != nil {
@@ -259,9 +262,9 @@ func cmdValidate(ctx context.Context, args []string, getenv func(string) string,
 	if !noArgs(args, stderr, "validate") {
 		return exitUsage
 	}
-	e, code := setup(getenv, stderr, "validate")
-	if e == nil {
-		return code
+	e, err := setup(getenv, stderr, "validate")
+	if err != nil {
+		return exitCode(ctx, err)
 	}
 	checked := "offline"
 	if databaseConfigured(e.cfg, getenv) {
@@ -291,9 +294,9 @@ func cmdResolve(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stderr, "lockmigrate: resolve: want a positive version and applied or retry, got %q\n", args)
 		return exitUsage
 	}
-	e, code := setup(getenv, stderr, "resolve")
-	if e == nil {
-		return code
+	e, err := setup(getenv, stderr, "resolve")
+	if err != nil {
+		return exitCode(ctx, err)
 	}
 	err = e.withRunner(ctx, func(r *runner.Runner) error { return r.Resolve(ctx, version, action) })
 	if err != nil {

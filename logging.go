@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -35,7 +36,15 @@ const redacted = "xxxxx"
 
 func newRedactor(w io.Writer, secrets ...string) *redactor {
 	r := &redactor{w: w}
-	seen := map[string]bool{}
+	r.add(secrets...)
+	return r
+}
+
+// add registers more secrets, in every form they may be printed in: as is,
+// URL-escaped (query, path, userinfo) and JSON-escaped.
+func (r *redactor) add(secrets ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, s := range secrets {
 		if s == "" {
 			continue
@@ -44,20 +53,25 @@ func newRedactor(w io.Writer, secrets ...string) *redactor {
 		for _, form := range []string{s, url.QueryEscape(s), url.PathEscape(s),
 			(&url.URL{User: url.UserPassword("", s)}).User.String()[1:], // userinfo escaping
 			strings.Trim(string(jsonForm), `"`)} {
-			if form != "" && !seen[form] {
-				seen[form] = true
+			if form != "" && !slices.ContainsFunc(r.old, func(b []byte) bool { return string(b) == form }) {
 				r.old = append(r.old, []byte(form))
 			}
 		}
 	}
-	return r
+}
+
+// redact returns p with every secret replaced.
+func (r *redactor) redact(p []byte) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.old {
+		p = bytes.ReplaceAll(p, s, []byte(redacted))
+	}
+	return p
 }
 
 func (r *redactor) Write(p []byte) (int, error) {
-	out := p
-	for _, s := range r.old {
-		out = bytes.ReplaceAll(out, s, []byte(redacted))
-	}
+	out := r.redact(p)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, err := r.w.Write(out); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -31,36 +30,45 @@ type env struct {
 	migs    []*runner.Migration
 	// connectAttempts is how many attempts the last connect made.
 	connectAttempts int
+	// red filters secrets out of everything written to stderr (and the
+	// termination log).
+	red *redactor
+	// termLog is the termination-message path.
+	termLog string
 }
 
 // setup reads the configuration and the migration set and builds the
-// logger. It returns the exit code to use when it fails; the failure is
-// already logged by then.
-func setup(getenv func(string) string, stderr io.Writer, command string) (*env, int) {
+// logger. On failure it logs the error and returns it, with an env that
+// still has its logger, redactor and termination-log path; the caller maps
+// the error to the exit code.
+func setup(getenv func(string) string, stderr io.Writer, command string) (*env, error) {
+	// Secrets known before parsing are redacted from the very first line.
+	red := newRedactor(stderr, getenv("PGPASSWORD"), passwordInURL(getenv("DATABASE_URL")),
+		getenv("LOCKMIGRATE_PUSHGATEWAY_PASSWORD"), passwordInURL(getenv("LOCKMIGRATE_PUSHGATEWAY_URL")))
+	e := &env{runID: uuid.New(), red: red, termLog: getenv("LOCKMIGRATE_TERMINATION_LOG")}
+	e.log = newLogger("json", "info", red).With(slog.String("run_id", e.runID.String()), slog.String("command", command))
+	fail := func(msg string, err error) (*env, error) {
+		e.log.Error(msg, "error", err.Error(), "exit_code", exitCode(context.Background(), err))
+		return e, err
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
-		// The logger's own settings may be what is invalid: log as JSON.
-		l := newLogger("json", "info", stderr)
-		l.Error("invalid configuration", "error", err.Error(), "exit_code", exitUsage)
-		return nil, exitUsage
+		// The logger's own settings may be what is invalid: it stays JSON.
+		return fail("invalid configuration", err)
 	}
-	e := &env{cfg: cfg, runID: uuid.New(), podName: cfg.PodName}
+	e.cfg, e.podName, e.termLog = cfg, cfg.PodName, cfg.TerminationLog
 	if e.podName == "" {
 		e.podName, _ = os.Hostname()
 	}
+	red.add(cfg.PushgatewayPassword, passwordInURL(cfg.DatabaseURL))
 	e.connCfg, err = dbconn.Config(cfg.DatabaseURL, getenv, "lockmigrate/"+e.podName)
-	// Whatever happened, keep the password out of the output.
-	var secrets []string
 	if e.connCfg != nil {
-		secrets = append(secrets, e.connCfg.Password)
+		red.add(e.connCfg.Password)
 	}
-	secrets = append(secrets, getenv("PGPASSWORD"), passwordInURL(cfg.DatabaseURL),
-		cfg.PushgatewayPassword, passwordInURL(cfg.PushgatewayURL))
-	e.log = newLogger(cfg.LogFormat, cfg.LogLevel, newRedactor(stderr, secrets...)).With(
+	e.log = newLogger(cfg.LogFormat, cfg.LogLevel, red).With(
 		slog.String("run_id", e.runID.String()), slog.String("command", command))
 	if err != nil {
-		e.log.Error("invalid configuration", "error", err.Error(), "exit_code", exitUsage)
-		return nil, exitUsage
+		return fail("invalid configuration", err)
 	}
 	e.key = lock.DefaultKey(cfg.Schema, cfg.Table)
 	if cfg.LockKey != "" {
@@ -70,20 +78,16 @@ func setup(getenv func(string) string, stderr io.Writer, command string) (*env, 
 	source := "embedded"
 	if cfg.Dir != "" {
 		if st, err := os.Stat(cfg.Dir); err != nil || !st.IsDir() {
-			e.log.Error("invalid configuration", "error",
-				fmt.Sprintf("invalid LOCKMIGRATE_DIR %q: accepted: a readable directory of migration files", cfg.Dir),
-				"exit_code", exitUsage)
-			return nil, exitUsage
+			return fail("invalid configuration", &config.Error{Var: "LOCKMIGRATE_DIR", Value: cfg.Dir,
+				Accept: "a readable directory of migration files"})
 		}
 		fsys, source = os.DirFS(cfg.Dir), cfg.Dir
 	}
 	e.migs, err = runner.Load(fsys)
 	if err != nil {
-		code := exitCode(context.Background(), err)
-		e.log.Error("invalid migration set", "error", err.Error(), "source", source, "exit_code", code)
-		return nil, code
+		return fail("invalid migration set ("+source+")", err)
 	}
-	return e, exitOK
+	return e, nil
 }
 
 // passwordInURL extracts a password from a URL-form DATABASE_URL, including

@@ -52,6 +52,8 @@ type Config struct {
 	LogFormat string `env:"LOCKMIGRATE_LOG_FORMAT" envDefault:"json" oneof:"json,text" help:"log format (one event per line on stderr)"`
 	LogLevel  string `env:"LOCKMIGRATE_LOG_LEVEL" envDefault:"info" oneof:"debug,info,warn,error" help:"lowest level logged"`
 
+	TerminationLog string `env:"LOCKMIGRATE_TERMINATION_LOG" envDefault:"/dev/termination-log" help:"file for a one-line JSON summary of the run (Kubernetes termination message); skipped when not writable"`
+
 	PodName      string `env:"POD_NAME" help:"recorded as applied_by and sent as application_name; default: the hostname"`
 	PodNamespace string `env:"POD_NAMESPACE" help:"logged with every run"`
 }

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/lockmigrate/lockmigrate/runner"
+)
+
+func readTermination(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > maxTermination || strings.Count(string(b), "\n") > 0 {
+		t.Fatalf("termination message is %d bytes or several lines: %q", len(b), b)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("termination message is not JSON: %q", b)
+	}
+	return m
+}
+
+func TestTerminationMessage(t *testing.T) {
+	ctx := context.Background()
+	url, password := secretDB(t)
+	term := filepath.Join(t.TempDir(), "termination-log")
+
+	r := runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_TERMINATION_LOG", term))
+	m := readTermination(t, term)
+	if r.code != 0 || m["outcome"] != "applied" || m["applied_count"] != 5.0 || m["schema_version"] != 5.0 || m["exit_code"] != 0.0 {
+		t.Fatalf("after applied: %v", m)
+	}
+
+	// A failing migration whose error message quotes the password: the
+	// message must name the file and never contain the password.
+	dir := writeDir(t, map[string]string{"1_leak.sql": "SELECT '" + password + "'::int;"})
+	r = runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_TERMINATION_LOG", term, "LOCKMIGRATE_DIR", dir,
+		"LOCKMIGRATE_TABLE", "other_history"))
+	m = readTermination(t, term)
+	b, _ := os.ReadFile(term)
+	if r.code != exitMigration || m["outcome"] != "failed" || m["error_kind"] != "migration" ||
+		!strings.Contains(m["error"].(string), "1_leak.sql") || !strings.Contains(m["error"].(string), "xxxxx") {
+		t.Fatalf("after failure: %v\n%s", m, r.stderr)
+	}
+	checkNoSecrets(t, string(b))
+
+	// Configuration errors are summarised too.
+	r = runIn(t, ctx, map[string]string{"LOCKMIGRATE_TERMINATION_LOG": term, "LOCKMIGRATE_ON_LOCKED": "never"})
+	if m := readTermination(t, term); r.code != exitUsage || m["exit_code"] != 2.0 || !strings.Contains(m["error"].(string), "LOCKMIGRATE_ON_LOCKED") {
+		t.Fatalf("after config error: %v", m)
+	}
+
+	// The default path is never created outside Kubernetes; an unwritable
+	// path is skipped silently.
+	r = runIn(t, ctx, with(baseEnv(url), "LOCKMIGRATE_TERMINATION_LOG", "/nonexistent-dir/termination-log"))
+	if r.code != 0 {
+		t.Fatalf("exit %d with an unwritable termination log", r.code)
+	}
+}
+
+func TestTerminationFitsKubernetesLimit(t *testing.T) {
+	res := &runner.Result{Outcome: runner.OutcomeApplied}
+	for v := range int64(2000) {
+		res.Applied = append(res.Applied, runner.AppliedMigration{Version: 20260101000000 + v})
+	}
+	e := &env{runID: uuid.New()}
+	long := strings.Repeat("é", 5000)
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{{"many applied", nil}, {"long error", &runner.MigrationError{File: "1_x.sql", Err: os.ErrInvalid, Statement: long}}} {
+		b := newTermination(e, res, 1, tc.err, int64(time.Second/time.Millisecond)).encode()
+		var m map[string]any
+		if len(b) > maxTermination || json.Unmarshal(b, &m) != nil {
+			t.Fatalf("%s: %d bytes, valid JSON %v", tc.name, len(b), json.Valid(b))
+		}
+		if m["applied_count"] != 2000.0 {
+			t.Fatalf("%s: applied_count = %v", tc.name, m["applied_count"])
+		}
+	}
+}
