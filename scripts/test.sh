@@ -48,8 +48,9 @@ fi
 step "go vet ./..."
 go vet ./...
 
-step "promtool check rules deploy/monitoring/*.yml"
+step "promtool check rules / test rules (deploy/monitoring)"
 promtool check rules deploy/monitoring/*.yml
+promtool test rules deploy/monitoring/tests/*.test.yml
 
 # Test every package unless the arguments name some.
 pkgs=(./...)
