@@ -8,6 +8,7 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
+	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
@@ -50,16 +51,17 @@ func exitCode(ctx context.Context, err error) int {
 		connErr  *dbconn.ConnectError
 		valErr   *runner.ValidationError
 		migErr   *runner.MigrationError
+		poolErr  *lock.PoolerError
 	)
 	switch {
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
 		errors.Is(err, runner.ErrNothingToResolve):
 		return exitUsage
-	case errors.As(err, &connErr):
+	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly):
 		return exitUnreachable
 	case errors.Is(err, runner.ErrWaitTimeout):
 		return exitWaitTimeout
-	case errors.As(err, &valErr):
+	case errors.As(err, &valErr), errors.As(err, &poolErr):
 		return exitValidation
 	case errors.As(err, &migErr):
 		return exitMigration

@@ -375,6 +375,19 @@ func TestExitCodes(t *testing.T) {
 		t.Logf("unreachable: exit 3 after %v with %d retries logged", r.elapsed, retries)
 	})
 
+	t.Run("3 read-only server, before any DDL", func(t *testing.T) {
+		url, _ := secretDB(t)
+		db := url[strings.LastIndex(url, "/")+1 : strings.Index(url, "?")]
+		if err := pgtest.Shared().Exec(ctx, "postgres", fmt.Sprintf(`ALTER DATABASE %q SET default_transaction_read_only = on`, db)); err != nil {
+			t.Fatal(err)
+		}
+		r := runIn(t, ctx, baseEnv(url))
+		if r.code != exitUnreachable || !strings.Contains(r.stderr, "read-only") || !strings.Contains(r.stderr, "target_session_attrs=read-write") {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		assertNoAdvisoryLocks(t, url)
+	})
+
 	t.Run("4 wait timeout", func(t *testing.T) {
 		url, _ := secretDB(t)
 		holder := connect(t, url)

@@ -61,7 +61,9 @@ func setup(getenv func(string) string, stderr io.Writer, command string) (*env, 
 		e.podName, _ = os.Hostname()
 	}
 	red.add(cfg.PushgatewayPassword, passwordInURL(cfg.DatabaseURL))
-	e.connCfg, err = dbconn.Config(cfg.DatabaseURL, getenv, "lockmigrate/"+e.podName)
+	e.connCfg, err = dbconn.Config(cfg.DatabaseURL, getenv, "lockmigrate/"+e.podName, dbconn.Keepalive{
+		Idle: cfg.TCPKeepalivesIdle, Interval: cfg.TCPKeepalivesInterval,
+		Count: cfg.TCPKeepalivesCount, UserTimeout: cfg.TCPUserTimeout})
 	if e.connCfg != nil {
 		red.add(e.connCfg.Password)
 	}

@@ -49,6 +49,8 @@ type Advisory struct {
 	Backoff backoff.Policy
 	// UnlockTimeout bounds Unlock; zero means DefaultUnlockTimeout.
 	UnlockTimeout time.Duration
+
+	pid int32 // backend holding the lock, set by a verified TryLock
 }
 
 // New returns an advisory lock on conn with the default settings.
@@ -59,12 +61,63 @@ func New(conn Querier, key int64, logger *slog.Logger) *Advisory {
 // TryLock calls pg_try_advisory_lock once and reports whether it was granted.
 // It never blocks on the server, so the session never sits in a lock queue
 // holding a snapshot that CREATE INDEX CONCURRENTLY would have to wait for.
+//
+// A granted lock is verified with a second statement: the lock must show in
+// pg_locks for the very backend that took it, and that backend must still be
+// ours. Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction)
+// consecutive statements run on different server connections, so a session
+// lock protects nothing; TryLock then terminates the server connection that
+// holds the stray lock (a role may end its own backends) so the lock does
+// not linger in the pool, and returns a *PoolerError.
 func (a *Advisory) TryLock(ctx context.Context) (bool, error) {
-	var ok bool
-	if err := a.Conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", a.Key).Scan(&ok); err != nil {
+	var (
+		ok  bool
+		pid int32
+	)
+	if err := a.Conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1), pg_backend_pid()", a.Key).Scan(&ok, &pid); err != nil {
 		return false, fmt.Errorf("pg_try_advisory_lock(%d): %w", a.Key, err)
 	}
-	return ok, nil
+	if !ok {
+		return false, nil
+	}
+	hi, lo := SplitKey(a.Key)
+	var (
+		now  int32
+		held bool
+	)
+	err := a.Conn.QueryRow(ctx, `SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks
+   WHERE locktype = 'advisory' AND pid = $1 AND classid::int8 = $2 AND objid::int8 = $3 AND objsubid = 1 AND granted)`,
+		pid, hi, lo).Scan(&now, &held)
+	if err != nil {
+		return false, fmt.Errorf("verify advisory lock %d: %w", a.Key, err)
+	}
+	if now == pid && held {
+		a.pid = pid
+		return true, nil
+	}
+	var terminated bool
+	_ = a.Conn.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&terminated)
+	return false, &PoolerError{Key: a.Key, LockPID: pid, NextPID: now, Released: terminated}
+}
+
+// PoolerError reports a connection whose statements do not all run on one
+// server session, so it cannot hold a session-level advisory lock.
+type PoolerError struct {
+	Key      int64
+	LockPID  int32 // backend that took the lock
+	NextPID  int32 // backend that ran the next statement
+	Released bool  // the stray lock was released by terminating LockPID
+}
+
+func (e *PoolerError) Error() string {
+	msg := fmt.Sprintf("advisory lock %d was taken by backend %d but the next statement ran on backend %d: "+
+		"the connection goes through a transaction-pooling proxy (e.g. PgBouncer pool_mode=transaction), "+
+		"which cannot hold a session lock; connect lockmigrate directly to PostgreSQL or through a session-mode pool",
+		e.Key, e.LockPID, e.NextPID)
+	if !e.Released {
+		msg += fmt.Sprintf("; the lock may still be held by pooled backend %d (SELECT pg_terminate_backend(%d) frees it)", e.LockPID, e.LockPID)
+	}
+	return msg
 }
 
 // Wait retries TryLock with jittered backoff until it wins or ctx ends, and

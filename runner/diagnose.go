@@ -88,3 +88,25 @@ func (r *Runner) watchClient(ctx context.Context) {
 		r.log.LogAttrs(ctx, slog.LevelDebug, "client_connection_check_interval not set", slog.String("error", err.Error()))
 	}
 }
+
+// ErrReadOnly is returned when the lock holder finds itself on a server that
+// cannot take writes: a standby, or default_transaction_read_only=on (as
+// after some failovers). Failing before the first DDL gives a clear message
+// instead of "cannot execute CREATE TABLE in a read-only transaction".
+var ErrReadOnly = errors.New("connected to a read-only server")
+
+func (r *Runner) checkWritable(ctx context.Context) error {
+	var recovery, readOnly bool
+	if err := r.conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::bool`).Scan(&recovery, &readOnly); err != nil {
+		return fmt.Errorf("check that the server accepts writes: %w", err)
+	}
+	switch {
+	case recovery:
+		return fmt.Errorf("%w: the server is a standby (in recovery); point DATABASE_URL at the primary, "+
+			"or list all hosts with target_session_attrs=read-write", ErrReadOnly)
+	case readOnly:
+		return fmt.Errorf("%w: transactions are read-only (default_transaction_read_only=on); "+
+			"point DATABASE_URL at a writable primary, or use target_session_attrs=read-write", ErrReadOnly)
+	}
+	return nil
+}

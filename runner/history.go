@@ -113,5 +113,5 @@ func (h history) ensure(ctx context.Context, conn Conn) error {
 // transaction; it runs inside that transaction so both commit or neither.
 func (h history) insertApplied() string {
 	return `INSERT INTO ` + h.ident + ` (version, name, checksum, applied_at, duration_ms, applied_by, run_id, state)
-VALUES ($1, $2, $3, clock_timestamp(), $4, $5, $6, 'applied')`
+VALUES ($1, $2, $3, clock_timestamp(), $4, $5, $6::uuid, 'applied')`
 }

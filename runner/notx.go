@@ -27,7 +27,7 @@ func (r *Runner) applyNoTx(ctx context.Context, res *Result, m *Migration) (time
 	start := time.Now()
 	if _, err := r.conn.Exec(ctx, `INSERT INTO `+r.hist.ident+
 		` (version, name, checksum, applied_at, applied_by, run_id, state, statements_done)
-VALUES ($1, $2, $3, clock_timestamp(), $4, $5, 'running', 0)`,
+VALUES ($1, $2, $3, clock_timestamp(), $4, $5::uuid, 'running', 0)`,
 		m.Version, m.Name, m.Checksum, r.opts.AppliedBy, r.opts.RunID.String()); err != nil {
 		return 0, fmt.Errorf("record start of migration %s in history: %w", m.File, err)
 	}

@@ -62,7 +62,7 @@ func (r *Runner) Resolve(ctx context.Context, version int64, action ResolveActio
 	switch action {
 	case ResolveApplied:
 		sql = `UPDATE ` + r.hist.ident + ` SET state = 'applied', checksum = $2, statements_done = $3,
-       applied_at = clock_timestamp(), applied_by = $4, run_id = $5
+       applied_at = clock_timestamp(), applied_by = $4, run_id = $5::uuid
  WHERE version = $1 AND state = 'running'`
 		args = append(args, m.Checksum, len(m.statements), r.opts.AppliedBy, r.opts.RunID.String())
 	case ResolveRetry:

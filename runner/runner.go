@@ -288,6 +288,9 @@ func (r *Runner) Migrate(ctx context.Context) (res *Result, err error) {
 // still pending.
 func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) error {
 	r.watchClient(ctx)
+	if err := r.checkWritable(ctx); err != nil {
+		return err
+	}
 	rows, exists, err := r.hist.read(ctx, r.conn)
 	if err != nil {
 		return err

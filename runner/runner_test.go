@@ -29,7 +29,7 @@ const lockKey = 4242
 // (cancellation sends a cancel request instead of closing the socket).
 func connect(t testing.TB, url string) *pgx.Conn {
 	t.Helper()
-	cfg, err := dbconn.Config(url, func(string) string { return "" }, "runnertest")
+	cfg, err := dbconn.Config(url, func(string) string { return "" }, "runnertest", dbconn.Keepalive{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,11 @@ type Config struct {
 	StatementTimeout time.Duration `env:"LOCKMIGRATE_STATEMENT_TIMEOUT" envDefault:"0" help:"statement_timeout for migration statements (0 = off)"`
 	AllowOutOfOrder  bool          `env:"LOCKMIGRATE_ALLOW_OUT_OF_ORDER" envDefault:"false" help:"apply a pending migration older than the newest applied one"`
 
+	TCPKeepalivesIdle     time.Duration `env:"LOCKMIGRATE_TCP_KEEPALIVES_IDLE" envDefault:"10s" help:"silence before the first TCP keepalive probe, both ends (server: tcp_keepalives_idle); 0 = system defaults"`
+	TCPKeepalivesInterval time.Duration `env:"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL" envDefault:"5s" help:"interval between keepalive probes (tcp_keepalives_interval)"`
+	TCPKeepalivesCount    int           `env:"LOCKMIGRATE_TCP_KEEPALIVES_COUNT" envDefault:"3" help:"unanswered probes before the connection is dropped (tcp_keepalives_count)"`
+	TCPUserTimeout        time.Duration `env:"LOCKMIGRATE_TCP_USER_TIMEOUT" envDefault:"20s" help:"unacknowledged data older than this drops the connection (tcp_user_timeout)"`
+
 	PushgatewayURL          string        `env:"LOCKMIGRATE_PUSHGATEWAY_URL" help:"Pushgateway base URL (http:// or https://); empty: no metrics push"`
 	PushgatewayJob          string        `env:"LOCKMIGRATE_PUSHGATEWAY_JOB" envDefault:"lockmigrate" help:"job label of the pushed group"`
 	PushgatewayTimeout      time.Duration `env:"LOCKMIGRATE_PUSHGATEWAY_TIMEOUT" envDefault:"5s" help:"deadline for the push; a failed push is logged, never changes the exit code"`
@@ -199,6 +204,19 @@ func (c *Config) validate() []*Error {
 	}{{"LOCKMIGRATE_WAIT_TIMEOUT", c.WaitTimeout}, {"LOCKMIGRATE_CONNECT_TIMEOUT", c.ConnectTimeout}} {
 		if d.v == 0 {
 			errs = append(errs, &Error{Var: d.name, Value: "0", Accept: "a positive Go duration such as 90s or 5m"})
+		}
+	}
+	if c.TCPKeepalivesIdle > 0 {
+		for _, d := range []struct {
+			name string
+			v    time.Duration
+		}{{"LOCKMIGRATE_TCP_KEEPALIVES_IDLE", c.TCPKeepalivesIdle}, {"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL", c.TCPKeepalivesInterval}, {"LOCKMIGRATE_TCP_USER_TIMEOUT", c.TCPUserTimeout}} {
+			if d.v < time.Second || d.v%time.Second != 0 && d.name != "LOCKMIGRATE_TCP_USER_TIMEOUT" {
+				errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "a whole number of seconds, at least 1s"})
+			}
+		}
+		if c.TCPKeepalivesCount < 1 {
+			errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_KEEPALIVES_COUNT", Value: fmt.Sprint(c.TCPKeepalivesCount), Accept: "a whole number, 1 or more"})
 		}
 	}
 	if c.LockRetries < 0 {

@@ -15,6 +15,8 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{OnLocked: "skip", WaitTimeout: 10 * time.Minute, ConnectTimeout: time.Minute,
 		Schema: "public", Table: "lockmigrate_history", Transaction: "each", LockRetries: 3,
+		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
+		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
 		LogFormat: "json", LogLevel: "info"}
 	if !reflect.DeepEqual(*cfg, want) {

@@ -21,6 +21,9 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/backoff"
 )
 
+// tcpUserTimeout is TCP_USER_TIMEOUT from linux/tcp.h.
+const tcpUserTimeout = 18
+
 // libpqEnv maps the libpq environment variables to connection keywords. They
 // are read through the injected getenv rather than by pgx from the process
 // environment, so tests and embedding programs control them.
@@ -52,9 +55,25 @@ func (e *ParseError) reason() string {
 
 func (e *ParseError) Unwrap() error { return e.Err }
 
+// Keepalive is how fast both ends give up on a silent peer. A lock holder
+// cut off by a network partition keeps its advisory lock until the server
+// notices the connection is dead; these settings bound that, and keep the
+// partitioned client from blocking forever in a read.
+type Keepalive struct {
+	Idle, Interval time.Duration // first probe after Idle of silence, then every Interval
+	Count          int           // probes without answer before the connection is dropped
+	UserTimeout    time.Duration // unacknowledged sent data older than this drops the connection
+}
+
+// WorstCase is the longest a dead peer can go unnoticed: idle connection
+// (keepalive probes) or pending data (user timeout), whichever applies.
+func (k Keepalive) WorstCase() time.Duration {
+	return max(k.Idle+time.Duration(k.Count)*k.Interval, k.UserTimeout)
+}
+
 // Config parses url (or, when empty, the libpq variables read through
 // getenv) and prepares it for a lockmigrate session.
-func Config(url string, getenv func(string) string, appName string) (*pgx.ConnConfig, error) {
+func Config(url string, getenv func(string) string, appName string, ka Keepalive) (*pgx.ConnConfig, error) {
 	if url == "" {
 		url = dsnFromEnv(getenv)
 	}
@@ -63,6 +82,32 @@ func Config(url string, getenv func(string) string, appName string) (*pgx.ConnCo
 		return nil, &ParseError{Err: err}
 	}
 	cfg.RuntimeParams["application_name"] = appName
+	// One round trip per statement, and no named prepared statements, which
+	// a PgBouncer in transaction mode would lose between statements (so
+	// that lockmigrate can detect such a pooler and say so).
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+	if ka.Idle > 0 {
+		// Server side: the backend probes us and, with tcp_user_timeout,
+		// drops us (and our advisory lock) when we vanish. PostgreSQL 12+.
+		cfg.RuntimeParams["tcp_keepalives_idle"] = fmt.Sprint(int(ka.Idle.Seconds()))
+		cfg.RuntimeParams["tcp_keepalives_interval"] = fmt.Sprint(max(1, int(ka.Interval.Seconds())))
+		cfg.RuntimeParams["tcp_keepalives_count"] = fmt.Sprint(ka.Count)
+		cfg.RuntimeParams["tcp_user_timeout"] = fmt.Sprint(ka.UserTimeout.Milliseconds())
+		// Client side: the same probes, so a partitioned run fails instead
+		// of waiting for an answer that never comes.
+		d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: ka.Idle, Interval: ka.Interval, Count: ka.Count}}
+		d.Control = func(network, _ string, c syscall.RawConn) error {
+			if !strings.HasPrefix(network, "tcp") {
+				return nil
+			}
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpUserTimeout, int(ka.UserTimeout.Milliseconds()))
+			})
+			return errors.Join(err, serr)
+		}
+		cfg.DialFunc = d.DialContext
+	}
 	// On cancellation, ask the server to cancel the running statement and
 	// keep the connection, so the transaction can be rolled back and the lock
 	// released explicitly; only if the server does not answer within the

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -42,7 +43,7 @@ func TestRetriable(t *testing.T) {
 
 func TestConfigFromEnvAndRedaction(t *testing.T) {
 	env := map[string]string{"PGHOST": "db.example", "PGPORT": "6543", "PGUSER": "app", "PGPASSWORD": `it's\secret`, "PGDATABASE": "shop", "PGSSLMODE": "disable"}
-	cfg, err := Config("", func(k string) string { return env[k] }, "lockmigrate/pod-1")
+	cfg, err := Config("", func(k string) string { return env[k] }, "lockmigrate/pod-1", Keepalive{Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3, UserTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +53,26 @@ func TestConfigFromEnvAndRedaction(t *testing.T) {
 	if cfg.RuntimeParams["application_name"] != "lockmigrate/pod-1" {
 		t.Fatalf("application_name = %q", cfg.RuntimeParams["application_name"])
 	}
-	_, err = Config("postgres://u:topsecret@h:badport/db", func(string) string { return "" }, "x")
+	_, err = Config("postgres://u:topsecret@h:badport/db", func(string) string { return "" }, "x", Keepalive{})
 	var pe *ParseError
 	if !errors.As(err, &pe) || strings.Contains(err.Error(), "topsecret") {
 		t.Fatalf("Config = %v; want a *ParseError without the password", err)
+	}
+}
+
+func TestKeepaliveSettings(t *testing.T) {
+	ka := Keepalive{Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3, UserTimeout: 20 * time.Second}
+	cfg, err := Config("postgres://u@h/db", func(string) string { return "" }, "x", ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3", "tcp_user_timeout": "20000"}
+	for k, v := range want {
+		if cfg.RuntimeParams[k] != v {
+			t.Errorf("%s = %q, want %q", k, cfg.RuntimeParams[k], v)
+		}
+	}
+	if ka.WorstCase() != 25*time.Second {
+		t.Errorf("worst case %v, want 25s", ka.WorstCase())
 	}
 }
