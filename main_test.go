@@ -466,6 +466,23 @@ func TestStatusAndValidate(t *testing.T) {
 	}
 }
 
+// waitForActive polls, through conn, until another session runs a statement
+// containing fragment: the test acts at a known point of the run, not after
+// a guessed delay.
+func waitForActive(t testing.TB, conn *pgx.Conn, fragment string) {
+	t.Helper()
+	for {
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		  WHERE strpos(query, $1) > 0 AND state = 'active' AND pid <> pg_backend_pid()`, fragment).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+	}
+}
+
 // startBinary starts the real binary with exactly env (plus PATH).
 func startBinary(t testing.TB, env map[string]string, stdout, stderr *bytes.Buffer, args ...string) *exec.Cmd {
 	t.Helper()
@@ -495,16 +512,7 @@ func TestSignals(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			cmd := startBinary(t, with(baseEnv(url), "LOCKMIGRATE_DIR", dir), &stdout, &stderr)
 			watcher := connect(t, url)
-			for { // until the migration's statement runs on the server
-				var n int
-				if err := watcher.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-				  WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				if n > 0 {
-					break
-				}
-			}
+			waitForActive(t, watcher, "pg_sleep(120)")
 			sent := time.Now()
 			cmd.Process.Signal(tt.sig)
 			err := cmd.Wait()
@@ -651,16 +659,7 @@ func TestKilledMidNoTransactionMigration(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	cmd := startBinary(t, env, &stdout, &stderr)
 	watcher := connect(t, url)
-	for {
-		var n int
-		if err := watcher.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		  WHERE query LIKE '%pg_sleep(120)%' AND state = 'active' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-	}
+	waitForActive(t, watcher, "pg_sleep(120)")
 	killed := time.Now()
 	cmd.Process.Kill()
 	cmd.Wait()
