@@ -104,7 +104,14 @@ func TestPushRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := <-got
-	if r.method != http.MethodPost || r.path != "/metrics/job/shop-migrations/app/shop/env/prod" || r.user != "u" || r.pass != "p" {
+	// The grouping labels follow the job in the path, in no fixed order.
+	rest, ok := strings.CutPrefix(r.path, "/metrics/job/shop-migrations/")
+	pairs := strings.Split(rest, "/")
+	labels := map[string]string{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		labels[pairs[i]] = pairs[i+1]
+	}
+	if r.method != http.MethodPost || !ok || len(pairs) != 4 || labels["app"] != "shop" || labels["env"] != "prod" || r.user != "u" || r.pass != "p" {
 		t.Fatalf("request %+v: want POST (add) to the job's group with basic auth", r)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -37,13 +36,8 @@ func (p Pusher) Push(ctx context.Context, reg *prometheus.Registry) error {
 	// roots for https:// URLs.
 	client := &http.Client{Timeout: timeout}
 	pu := push.New(p.URL, p.Job).Gatherer(reg).Client(client)
-	keys := make([]string, 0, len(p.Grouping))
-	for k := range p.Grouping {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		pu = pu.Grouping(k, p.Grouping[k])
+	for k, v := range p.Grouping {
+		pu = pu.Grouping(k, v)
 	}
 	if p.Username != "" || p.Password != "" {
 		pu = pu.BasicAuth(p.Username, p.Password)
