@@ -72,3 +72,10 @@ if [ "$FUZZTIME" != 0 ] && [ "$#" -eq 0 ]; then
 	step "${cmd[*]}"
 	"${cmd[@]}"
 fi
+
+# Kubernetes packaging (helm/, deploy/): the nested module test/k8s, which
+# renders the chart with helm (installed and cached on first use) and runs
+# the rendered containers' environments against real servers.
+if [ "$#" -eq 0 ]; then
+	bash scripts/k8s-test.sh
+fi
