@@ -78,4 +78,10 @@ fi
 # the rendered containers' environments against real servers.
 if [ "$#" -eq 0 ]; then
 	bash scripts/k8s-test.sh
+	# The container image: the Dockerfile built with podman (a local
+	# stand-in for the golang builder image, which cannot be pulled here) and
+	# run against a throwaway PostgreSQL. IMAGE_TEST=0 skips it.
+	if [ "${IMAGE_TEST:-1}" != 0 ]; then
+		bash scripts/image-test.sh
+	fi
 fi

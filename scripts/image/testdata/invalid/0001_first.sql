@@ -1,0 +1,3 @@
+-- scripts/image-test.sh: two files with version 1. The image build must fail
+-- at its `lockmigrate validate` step (duplicate_version).
+SELECT 1;
