@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/config"
+	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/metrics"
 	"github.com/lockmigrate/lockmigrate/runner"
@@ -157,6 +158,9 @@ func (e *env) migrate(ctx context.Context) (*runner.Result, *lock.Holder, error)
 		return nil, nil, err
 	}
 	res, err := r.Migrate(ctx)
+	if err != nil && ctx.Err() == nil && dbconn.Lost(err) {
+		err = fmt.Errorf("connection to the database lost during the run (a transactional migration was rolled back by the server; retry): %w", err)
+	}
 	var holder *lock.Holder
 	if err == nil && res.Outcome == runner.OutcomeSkipped {
 		// Diagnostics only: a failed lookup must not fail the run.

@@ -57,7 +57,7 @@ func exitCode(ctx context.Context, err error) int {
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
 		errors.Is(err, runner.ErrNothingToResolve):
 		return exitUsage
-	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly):
+	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly), dbconn.Lost(err):
 		return exitUnreachable
 	case errors.Is(err, runner.ErrWaitTimeout):
 		return exitWaitTimeout

@@ -227,7 +227,6 @@ func TestServerRestartMidRun(t *testing.T) {
 // podFailurePolicy, although nothing is wrong with the migration and a
 // retry succeeds. It should exit 3 (retryable), like a connect failure.
 func TestConnectionLossIsRetryable(t *testing.T) {
-	knownBug(t, "connection lost mid-migration exits 1 (final) instead of 3 (retryable)")
 	d := newTestDB(t, pgtest.Shared())
 	dir := writeDir(t, restartFiles(false))
 	victim, err := startProc(with(d.env(dir), "POD_NAME", "victim"), runOpts{}, false)

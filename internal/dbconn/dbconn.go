@@ -242,3 +242,19 @@ func Retriable(err error) bool {
 	}
 	return false
 }
+
+// Lost reports whether err means the session itself is gone: the server
+// shut down or terminated it (57P01-57P03, class 08), or the network
+// dropped it. Nothing is wrong with the migration then: its transaction was
+// rolled back by the server, and a later run (a Job retry) can succeed.
+func Lost(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed)
+}
