@@ -20,6 +20,7 @@ const (
 	KindInterrupted      ValidationKind = "interrupted"
 	KindTransactionMode  ValidationKind = "transaction_mode"
 	KindMalformedSQL     ValidationKind = "malformed_sql"
+	KindUnreadable       ValidationKind = "unreadable_file"
 )
 
 // ValidationError reports a migration set that is broken in itself or that

@@ -69,7 +69,11 @@ func Load(fsys fs.FS) ([]*Migration, error) {
 		}
 		data, err := fs.ReadFile(fsys, name)
 		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", name, err)
+			// A broken symlink, a loop, a permission problem: the set as
+			// deployed is unusable, whatever a retry does.
+			problems = append(problems, &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
+				Detail: fmt.Sprintf("cannot read the file: %v", err)})
+			continue
 		}
 		sum := sha256.Sum256(data)
 		m.Checksum = hex.EncodeToString(sum[:])

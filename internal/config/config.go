@@ -215,8 +215,21 @@ func (c *Config) validate() []*Error {
 				errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "a whole number of seconds, at least 1s"})
 			}
 		}
-		if c.TCPKeepalivesCount < 1 {
-			errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_KEEPALIVES_COUNT", Value: fmt.Sprint(c.TCPKeepalivesCount), Accept: "a whole number, 1 or more"})
+		// Linux refuses larger values with setsockopt, and PostgreSQL then
+		// silently keeps its defaults (2 hours idle): bound them here.
+		if c.TCPKeepalivesCount < 1 || c.TCPKeepalivesCount > 127 {
+			errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_KEEPALIVES_COUNT", Value: fmt.Sprint(c.TCPKeepalivesCount), Accept: "a whole number from 1 to 127"})
+		}
+		for _, d := range []struct {
+			name string
+			v    time.Duration
+		}{{"LOCKMIGRATE_TCP_KEEPALIVES_IDLE", c.TCPKeepalivesIdle}, {"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL", c.TCPKeepalivesInterval}} {
+			if d.v > 32767*time.Second {
+				errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "at most 32767s"})
+			}
+		}
+		if c.TCPUserTimeout > (1<<31-1)*time.Millisecond {
+			errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_USER_TIMEOUT", Value: c.TCPUserTimeout.String(), Accept: "at most 2147483647ms (about 596h)"})
 		}
 	}
 	if c.LockRetries < 0 {
