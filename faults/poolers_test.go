@@ -341,7 +341,6 @@ func TestPoolerStockConfig(t *testing.T) {
 // call, which never happens on a fresh direct connection, and fail with
 // the transaction-pooling error (exit 5).
 func TestTransactionPoolerSingleServerConnection(t *testing.T) {
-	knownBug(t, "a one-connection transaction pool defeats the pooler check: every replica gets the re-entrant lock")
 	srv := pgtest.Shared()
 	// The replicas race, so a round may happen to serialise them; five
 	// rounds show the bug with near certainty (each round did ~80% here).

@@ -71,21 +71,35 @@ func New(conn Querier, key int64, logger *slog.Logger) *Advisory {
 // not linger in the pool, and returns a *PoolerError.
 func (a *Advisory) TryLock(ctx context.Context) (bool, error) {
 	var (
-		ok  bool
-		pid int32
+		ok, heldBefore bool
+		pid            int32
 	)
-	if err := a.Conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1), pg_backend_pid()", a.Key).Scan(&ok, &pid); err != nil {
+	hi, lo := SplitKey(a.Key)
+	// Session locks are re-entrant: had this backend held the lock already
+	// (a pooler sharing one server connection between replicas), the try
+	// would succeed for every replica. pg_locks is read first, in FROM, so
+	// it shows the state before the try.
+	err := a.Conn.QueryRow(ctx, `SELECT b.held, pg_try_advisory_lock($1), pg_backend_pid()
+  FROM (SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+          AND classid::int8 = $2 AND objid::int8 = $3 AND objsubid = 1 AND granted) AS held) b`,
+		a.Key, hi, lo).Scan(&heldBefore, &ok, &pid)
+	if err != nil {
 		return false, fmt.Errorf("pg_try_advisory_lock(%d): %w", a.Key, err)
 	}
 	if !ok {
 		return false, nil
 	}
-	hi, lo := SplitKey(a.Key)
+	if heldBefore {
+		// Undo our re-entrant count only; the other holder keeps its lock.
+		var released bool
+		_ = a.Conn.QueryRow(ctx, "SELECT pg_advisory_unlock($1)", a.Key).Scan(&released)
+		return false, &PoolerError{Key: a.Key, LockPID: pid, NextPID: pid, Shared: true, Released: true}
+	}
 	var (
 		now  int32
 		held bool
 	)
-	err := a.Conn.QueryRow(ctx, `SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks
+	err = a.Conn.QueryRow(ctx, `SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks
    WHERE locktype = 'advisory' AND pid = $1 AND classid::int8 = $2 AND objid::int8 = $3 AND objsubid = 1 AND granted)`,
 		pid, hi, lo).Scan(&now, &held)
 	if err != nil {
@@ -106,14 +120,17 @@ type PoolerError struct {
 	Key      int64
 	LockPID  int32 // backend that took the lock
 	NextPID  int32 // backend that ran the next statement
-	Released bool  // the stray lock was released by terminating LockPID
+	Shared   bool  // the backend already held the lock for another client
+	Released bool  // the stray lock was released
 }
 
 func (e *PoolerError) Error() string {
-	msg := fmt.Sprintf("advisory lock %d was taken by backend %d but the next statement ran on backend %d: "+
-		"the connection goes through a transaction-pooling proxy (e.g. PgBouncer pool_mode=transaction), "+
-		"which cannot hold a session lock; connect lockmigrate directly to PostgreSQL or through a session-mode pool",
-		e.Key, e.LockPID, e.NextPID)
+	what := fmt.Sprintf("advisory lock %d was taken by backend %d but the next statement ran on backend %d", e.Key, e.LockPID, e.NextPID)
+	if e.Shared {
+		what = fmt.Sprintf("backend %d already held advisory lock %d for another client", e.LockPID, e.Key)
+	}
+	msg := what + ": the connection goes through a transaction-pooling proxy (e.g. PgBouncer pool_mode=transaction), " +
+		"which cannot hold a session lock; connect lockmigrate directly to PostgreSQL or through a session-mode pool"
 	if !e.Released {
 		msg += fmt.Sprintf("; the lock may still be held by pooled backend %d (SELECT pg_terminate_backend(%d) frees it)", e.LockPID, e.LockPID)
 	}
