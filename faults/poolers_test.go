@@ -316,7 +316,6 @@ func TestPoolers(t *testing.T) {
 // parameters, which PgBouncer refuses (08P01) — and 08P01 is retried until
 // the connect budget is gone, then reported as "database unreachable".
 func TestPoolerStockConfig(t *testing.T) {
-	knownBug(t, "keepalive startup parameters are refused by PgBouncer; README says session pooling works")
 	srv := pgtest.Shared()
 	d := newTestDB(t, srv)
 	b := startBouncer(t, srv, d, "session", map[string]string{"ignore_startup_parameters": "extra_float_digits"})

@@ -162,6 +162,8 @@ const maxAttemptTimeout = 10 * time.Second
 // attempts made alongside the connection or a *ConnectError.
 func Connect(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log *slog.Logger) (*pgx.Conn, int, error) {
 	start := time.Now()
+	cfg = cfg.Copy() // moveToSet may change it
+	set := ""        // settings to SET after connecting, moved out of the startup packet
 	deadline := start.Add(budget)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
@@ -178,7 +180,22 @@ func Connect(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log
 			c.ConnectTimeout = min(c.ConnectTimeout, cfg.ConnectTimeout)
 		}
 		conn, err := pgx.ConnectConfig(ctx, c)
+		if err != nil && set == "" && unsupportedStartupParameter(err) {
+			// A pooler such as PgBouncer refuses unknown startup
+			// parameters: send the keepalive settings with SET instead.
+			if set = moveToSet(cfg); set != "" {
+				log.LogAttrs(ctx, slog.LevelDebug, "startup parameters refused; using SET", slog.String("error", err.Error()))
+				c = cfg.Copy()
+				c.ConnectTimeout = min(max(time.Until(deadline), time.Millisecond), maxAttemptTimeout)
+				conn, err = pgx.ConnectConfig(ctx, c)
+			}
+		}
 		if err == nil {
+			if set != "" {
+				if _, serr := conn.Exec(ctx, set); serr != nil {
+					log.LogAttrs(ctx, slog.LevelWarn, "keepalive settings not applied", slog.String("error", serr.Error()))
+				}
+			}
 			return conn, attempt, nil
 		}
 		if !Retriable(err) {
@@ -199,6 +216,28 @@ func Connect(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log
 			return fail(attempt, false, err)
 		}
 	}
+}
+
+// keepaliveParams are the settings a pooler may refuse at startup.
+var keepaliveParams = []string{"tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout"}
+
+// moveToSet removes the keepalive settings from cfg's startup parameters
+// and returns them as SET statements to run after connecting ("" when there
+// were none).
+func moveToSet(cfg *pgx.ConnConfig) string {
+	var set []string
+	for _, k := range keepaliveParams {
+		if v, ok := cfg.RuntimeParams[k]; ok {
+			set = append(set, fmt.Sprintf("SET %s = %s", k, v))
+			delete(cfg.RuntimeParams, k)
+		}
+	}
+	return strings.Join(set, "; ")
+}
+
+func unsupportedStartupParameter(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && strings.Contains(pgErr.Message, "unsupported startup parameter")
 }
 
 // minRetryWindow is the least time worth another connection attempt.
@@ -222,7 +261,9 @@ var retriableCodes = map[string]bool{
 func Retriable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return retriableCodes[pgErr.Code] || strings.HasPrefix(pgErr.Code, "08")
+		// 08P01 is a protocol violation (a pooler refusing our startup
+		// packet, say): the same request fails the same way again.
+		return retriableCodes[pgErr.Code] || strings.HasPrefix(pgErr.Code, "08") && pgErr.Code != "08P01"
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
