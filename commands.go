@@ -64,26 +64,33 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	start := time.Now()
 	e, err := setup(getenv, stderr, "migrate")
-	if err != nil {
-		code := exitCode(ctx, err)
-		e.writeTermination(newTermination(e, nil, code, err, time.Since(start).Milliseconds()))
-		return code
+	var (
+		res    *runner.Result
+		holder *lock.Holder
+	)
+	if err == nil {
+		e.log.LogAttrs(ctx, slog.LevelInfo, "run started",
+			slog.String("version", version), slog.String("pod", e.podName),
+			slog.String("namespace", e.cfg.PodNamespace),
+			slog.String("history_table", e.cfg.Schema+"."+e.cfg.Table), slog.Int64("lock_key", e.key),
+			slog.Int("migrations", len(e.migs)), slog.String("on_locked", e.cfg.OnLocked),
+			slog.String("transaction", e.cfg.Transaction))
+		res, holder, err = e.migrate(ctx)
 	}
-	e.log.LogAttrs(ctx, slog.LevelInfo, "run started",
-		slog.String("version", version), slog.String("pod", e.podName),
-		slog.String("namespace", e.cfg.PodNamespace),
-		slog.String("history_table", e.cfg.Schema+"."+e.cfg.Table), slog.Int64("lock_key", e.key),
-		slog.Int("migrations", len(e.migs)), slog.String("on_locked", e.cfg.OnLocked),
-		slog.String("transaction", e.cfg.Transaction))
+	return e.finish(ctx, start, res, holder, err)
+}
 
-	res, holder, err := e.migrate(ctx)
+// finish reports a migrate run, however far it got (setup failures
+// included): the termination message, the metrics push (once the
+// configuration could be read) and the one "run finished" event.
+func (e *env) finish(ctx context.Context, start time.Time, res *runner.Result, holder *lock.Holder, err error) int {
 	code := exitCode(ctx, err)
 	end := time.Now()
 	attrs := []slog.Attr{
 		slog.Int("exit_code", code),
 		slog.Int64("duration_ms", end.Sub(start).Milliseconds()),
 	}
-	if e.cfg.PushgatewayURL != "" {
+	if e.cfg != nil && e.cfg.PushgatewayURL != "" {
 		attrs = append(attrs, slog.Bool("metrics_pushed", e.pushMetrics(ctx, e.metricsRun(res, code, start, end))))
 	}
 	if res != nil {

@@ -89,6 +89,11 @@ func setup(getenv func(string) string, stderr io.Writer, command string) (*env, 
 	if err != nil {
 		return fail("invalid migration set ("+source+")", err)
 	}
+	if len(e.migs) == 0 {
+		// Not an error (a new service may have none yet), but an unmounted
+		// ConfigMap or upper-case .SQL names look exactly like this.
+		e.log.Warn("no migrations found: only top-level <version>_<name>.sql files count", "source", source)
+	}
 	return e, nil
 }
 

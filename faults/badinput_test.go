@@ -477,7 +477,6 @@ func userTables(t *testing.T, admin string) []string {
 // alerts on "run finished" and the lockmigrate_last_failure alert never see
 // a deployment that fails this way.
 func TestSetupFailuresReported(t *testing.T) {
-	knownBug(t, `setup failures (exit 5 for a broken migration set) log no "run finished" and push no metrics`)
 	gw := pushtest.Start(t, false)
 	d := newTestDB(t, pgtest.Shared())
 	dir := writeDir(t, map[string]string{"1_a.sql": okSQL, "01_b.sql": okSQL})
