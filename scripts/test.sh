@@ -31,6 +31,11 @@ fi
 command -v prometheus-pushgateway >/dev/null 2>&1 || command -v pushgateway >/dev/null 2>&1 ||
 	[ -n "${PUSHGATEWAY_BIN:-}" ] || missing+=(prometheus-pushgateway)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The fault suite (faults/) runs a real PgBouncer and partitions a network
+# between namespaces (iproute2, iptables).
+command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 cc=$(go env CC)
 command -v "${cc%% *}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -52,8 +57,9 @@ step "promtool check rules / test rules (deploy/monitoring)"
 promtool check rules deploy/monitoring/*.yml
 promtool test rules deploy/monitoring/tests/*.test.yml
 
-# Test every package unless the arguments name some.
-pkgs=(./...)
+# Test every package unless the arguments name some. The fault suite runs
+# on its own, verbose, so its figures reach the CI log.
+mapfile -t pkgs < <(go list ./... | grep -v '/faults$')
 for arg in "$@"; do
 	case $arg in
 	. | ./* | ../* | */... | github.com/*) pkgs=() ;;
@@ -61,8 +67,23 @@ for arg in "$@"; do
 done
 
 cmd=(go test -race -count=1 "$@" "${pkgs[@]}")
-step "${cmd[*]}"
+step "go test -race -count=1 $* (every package but faults)"
 "${cmd[@]}"
+
+if [ "$#" -eq 0 ]; then
+	# kill -9 trials (LOCKMIGRATE_FAULT_TRIALS, default 100), a network
+	# partition, a connection storm, restarts, poolers, read-only servers
+	# and the bad-input matrix; about 2 minutes.
+	step "go test -race -count=1 -v ./faults/ (summary below; full log on failure)"
+	faults_log=$(mktemp)
+	if ! go test -race -count=1 -v ./faults/ >"$faults_log" 2>&1; then
+		cat "$faults_log"
+		exit 1
+	fi
+	grep -E '^(--- |ok )' "$faults_log" | indent
+	sed -n '/==== faults summary ====/,$p' "$faults_log" | indent
+	rm -f "$faults_log"
+fi
 
 # The statement splitter's fuzz target, bounded (issue 4): FUZZTIME=0 skips it,
 # a longer FUZZTIME searches longer. Skipped when the arguments select tests.
@@ -71,6 +92,13 @@ if [ "$FUZZTIME" != 0 ] && [ "$#" -eq 0 ]; then
 	cmd=(go test -run '^$' -fuzz '^FuzzSplit$' -fuzztime "$FUZZTIME" ./internal/sqlsplit/)
 	step "${cmd[*]}"
 	"${cmd[@]}"
+	# File names and contents, and the environment (issue 7); short
+	# minimisation so the fuzzing time is spent fuzzing.
+	for pkg in ./runner/ ./internal/config/; do
+		cmd=(go test -run '^$' -fuzz '^FuzzLoad$' -fuzztime 10s -fuzzminimizetime 100x "$pkg")
+		step "${cmd[*]}"
+		"${cmd[@]}"
+	done
 fi
 
 # Kubernetes packaging (helm/, deploy/): the nested module test/k8s, which
