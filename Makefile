@@ -5,12 +5,13 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 TESTARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test build vet fmt clean
+.PHONY: help demo test build vet fmt clean bench
 
 help:
 	@echo 'Targets:'
 	@echo '  make demo    8 replicas race against a throwaway PostgreSQL 15 (scripts/demo.sh)'
 	@echo '  make test    gofmt, go vet and go test -race (scripts/test.sh; TESTARGS=... for go test)'
+	@echo '  make bench   lockmigrate vs a floor and goose/golang-migrate/tern on a throwaway PostgreSQL 15 (bench/run.sh; writes bench/RESULTS.md)'
 	@echo '  make build   build bin/lockmigrate (VERSION=$(VERSION))'
 	@echo '  make vet     go vet ./...'
 	@echo '  make fmt     gofmt -w the Go files'
@@ -33,3 +34,6 @@ fmt:
 
 clean:
 	rm -rf bin
+
+bench:
+	bash bench/run.sh
