@@ -153,28 +153,21 @@ func (e *env) pushMetrics(ctx context.Context, run metrics.Run) bool {
 	return true
 }
 
-func (e *env) migrate(ctx context.Context) (*runner.Result, *lock.Holder, error) {
-	conn, err := e.connect(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer closeConn(ctx, conn)
-	adv := lock.New(conn, e.key, e.log)
-	r, err := runner.New(conn, adv, e.migs, e.runnerOptions())
-	if err != nil {
-		return nil, nil, err
-	}
-	res, err := r.Migrate(ctx)
-	if err != nil && ctx.Err() == nil && dbconn.Lost(err) {
-		err = fmt.Errorf("connection to the database lost during the run (a transactional migration was rolled back by the server; retry): %w", err)
-	}
-	var holder *lock.Holder
-	if err == nil && res.Outcome == runner.OutcomeSkipped {
-		// Diagnostics only: a failed lookup must not fail the run.
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		holder, _ = adv.Holder(lctx)
-		cancel()
-	}
+func (e *env) migrate(ctx context.Context) (res *runner.Result, holder *lock.Holder, err error) {
+	err = e.withRunner(ctx, func(r *runner.Runner, adv *lock.Advisory) error {
+		var err error
+		res, err = r.Migrate(ctx)
+		if err != nil && ctx.Err() == nil && dbconn.Lost(err) {
+			return fmt.Errorf("connection to the database lost during the run (a transactional migration was rolled back by the server; retry): %w", err)
+		}
+		if err == nil && res.Outcome == runner.OutcomeSkipped {
+			// Diagnostics only: a failed lookup must not fail the run.
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			holder, _ = adv.Holder(lctx)
+			cancel()
+		}
+		return err
+	})
 	return res, holder, err
 }
 
@@ -213,27 +206,21 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	return exitOK
 }
 
-func (e *env) status(ctx context.Context) (*statusReport, error) {
-	conn, err := e.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer closeConn(ctx, conn)
-	adv := lock.New(conn, e.key, e.log)
-	r, err := runner.New(conn, adv, e.migs, e.runnerOptions())
-	if err != nil {
-		return nil, err
-	}
-	st, err := r.Status(ctx)
-	if err != nil {
-		return nil, err
-	}
-	holder, err := adv.Holder(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &statusReport{Status: st, HistoryTable: e.cfg.Schema + "." + e.cfg.Table,
-		LockKey: e.key, LockHolder: holder}, nil
+func (e *env) status(ctx context.Context) (rep *statusReport, err error) {
+	err = e.withRunner(ctx, func(r *runner.Runner, adv *lock.Advisory) error {
+		st, err := r.Status(ctx)
+		if err != nil {
+			return err
+		}
+		holder, err := adv.Holder(ctx)
+		if err != nil {
+			return err
+		}
+		rep = &statusReport{Status: st, HistoryTable: e.cfg.Schema + "." + e.cfg.Table,
+			LockKey: e.key, LockHolder: holder}
+		return nil
+	})
+	return rep, err
 }
 
 func writeStatus(w io.Writer, rep *statusReport) {
@@ -291,7 +278,7 @@ func cmdValidate(ctx context.Context, args []string, getenv func(string) string,
 }
 
 func (e *env) validate(ctx context.Context) error {
-	return e.withRunner(ctx, func(r *runner.Runner) error { return r.Validate(ctx) })
+	return e.withRunner(ctx, func(r *runner.Runner, _ *lock.Advisory) error { return r.Validate(ctx) })
 }
 
 func cmdResolve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -309,7 +296,7 @@ func cmdResolve(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return exitCode(ctx, err)
 	}
-	err = e.withRunner(ctx, func(r *runner.Runner) error { return r.Resolve(ctx, version, action) })
+	err = e.withRunner(ctx, func(r *runner.Runner, _ *lock.Advisory) error { return r.Resolve(ctx, version, action) })
 	if err != nil {
 		code := exitCode(ctx, err)
 		e.log.Error("resolve failed", "error", err.Error(), "exit_code", code)
@@ -319,16 +306,18 @@ func cmdResolve(ctx context.Context, args []string, getenv func(string) string, 
 	return exitOK
 }
 
-// withRunner connects and runs fn with a runner on that connection.
-func (e *env) withRunner(ctx context.Context, fn func(*runner.Runner) error) error {
+// withRunner connects and runs fn with a runner and its advisory lock on
+// that one connection, which it closes afterwards.
+func (e *env) withRunner(ctx context.Context, fn func(*runner.Runner, *lock.Advisory) error) error {
 	conn, err := e.connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeConn(ctx, conn)
-	r, err := runner.New(conn, lock.New(conn, e.key, e.log), e.migs, e.runnerOptions())
+	adv := lock.New(conn, e.key, e.log)
+	r, err := runner.New(conn, adv, e.migs, e.runnerOptions())
 	if err != nil {
 		return err
 	}
-	return fn(r)
+	return fn(r, adv)
 }
