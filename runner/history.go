@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -109,9 +111,24 @@ func (h history) ensure(ctx context.Context, conn Conn) error {
 	return nil
 }
 
-// insertApplied is the statement that records a migration applied in a
-// transaction; it runs inside that transaction so both commit or neither.
-func (h history) insertApplied() string {
+// insertAppliedLiteral is the statement that records m as applied, with
+// its values inlined as literals so that it can travel in the same
+// simple-protocol query as the migration and commit with it. The duration is
+// the server's: from the arrival of that query (statement_timestamp()) to
+// this statement.
+func (h history) insertAppliedLiteral(m *Migration, appliedBy, runID string) string {
 	return `INSERT INTO ` + h.ident + ` (version, name, checksum, applied_at, duration_ms, applied_by, run_id, state)
-VALUES ($1, $2, $3, clock_timestamp(), $4, $5, $6::uuid, 'applied')`
+VALUES (` + strconv.FormatInt(m.Version, 10) + `, ` + quoteLiteral(m.Name) + `, ` + quoteLiteral(m.Checksum) +
+		`, clock_timestamp(), (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint, ` +
+		quoteLiteral(appliedBy) + `, ` + quoteLiteral(runID) + `::uuid, 'applied')`
+}
+
+// quoteLiteral quotes s as an SQL string literal. A value with a backslash
+// uses the E'...' form, whose meaning does not depend on
+// standard_conforming_strings.
+func quoteLiteral(s string) string {
+	if strings.ContainsRune(s, '\\') {
+		return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
+	}
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

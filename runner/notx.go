@@ -148,7 +148,7 @@ func (r *Runner) dropIndexes(ctx context.Context, leftover *[]string) error {
 // statementError builds the error of a failed no-transaction statement,
 // naming any INVALID index the failure left.
 func (r *Runner) statementError(ctx context.Context, m *Migration, i int, st sqlsplit.Statement, err error) error {
-	me := migrationError(m, st.SQL, st.Line, err).(*MigrationError)
+	me := migrationError(m, st.SQL, st.Line, 0, err).(*MigrationError)
 	if me.Statement == "" {
 		me.Line, me.Statement = st.Line, firstLine(st.SQL)
 	}
