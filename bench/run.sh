@@ -11,6 +11,7 @@
 #   BENCH_RESULTS    output file (default bench/RESULTS.md)
 #   BENCH_RAW        where the raw measurements are copied (default bench/out)
 #   BENCH_KEEP=1     keep the temp dir (cluster, logs) for inspection
+#   BENCH_IMAGE=0    do not build the container image to measure its size
 #   BENCH_PGDATA_DISK=1  keep the cluster in the temp dir on disk instead of
 #                    /dev/shm
 #   BENCH_BUDGET     seconds (default 840): replica rounds after the first are
@@ -678,10 +679,22 @@ if has sizes; then
 		printf '%s\t%s\n' "$t" "$(stat -L -c %s "$BIN/$t")" >>"$OUT/sizes.tsv"
 		info "$t: $(stat -L -c %s "$BIN/$t") bytes"
 	done
+	# The image of this very tree: scripts/image-test.sh builds it (from a
+	# local builder stand-in, nothing is pulled), checks it runs and, with
+	# IMAGE_TEST_KEEP=1, keeps it tagged localhost/lockmigrate:image-test-<describe>.
 	image="not measured: podman is not installed"
 	if command -v podman >/dev/null 2>&1; then
-		image=$(podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' 2>/dev/null | awk '/^localhost\/lockmigrate:/' | paste -sd ';' || true)
-		[ -n "$image" ] || image="not measured: no localhost/lockmigrate:* image (podman is installed; build one, e.g. with scripts/image-test.sh)"
+		tag="localhost/lockmigrate:image-test-$(git -C "$REPO" describe --tags --always --dirty 2>/dev/null || echo dev)"
+		if [ "${BENCH_IMAGE:-1}" = 1 ] && ! podman image exists "$tag" 2>/dev/null; then
+			info "building $tag with scripts/image-test.sh (BENCH_IMAGE=0 skips)"
+			IMAGE_TEST_KEEP=1 bash "$REPO/scripts/image-test.sh" >"$OUT/image-test.log" 2>&1 ||
+				info "image test failed, see $OUT/image-test.log"
+		fi
+		if bytes=$(podman image inspect --format '{{.Size}}' "$tag" 2>/dev/null); then
+			image="$tag $bytes bytes ($(awk -v b="$bytes" 'BEGIN { printf "%.2f", b / 1e6 }') MB, podman image inspect .Size)"
+		else
+			image="not measured: no image $tag (BENCH_IMAGE=0, or the build failed: $OUT/image-test.log)"
+		fi
 	fi
 	meta image "$image"
 	info "image: $image"
