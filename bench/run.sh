@@ -532,13 +532,24 @@ if has rt; then
 		# that names table t500 up to the one before the first that names t501.
 		awk -F'\t' '/[^0-9a-z_]t501[^0-9]/ {exit} p || /[^0-9a-z_]t500[^0-9]/ {p = 1; print}' \
 			"$OUT/rt/$t-$APPLY_SET"/conn-*.txt >"$OUT/rt/$t-period.txt"
-		# Statements the server logged for the same period.
+		# Statements the server logged for the same period (a statement's
+		# text may go on over continuation lines: BEGIN; then the file).
 		awk -v db="rt_${t}_$APPLY_SET" -F'|' '
-			$1 == db && $3 ~ /^LOG:  (statement|execute)/ {
-				line = $0; sub(/^[^|]*\|[^|]*\|LOG:  /, "", line)
-				if (line ~ /[^0-9a-z_]t501[^0-9]/) exit
-				if (p || line ~ /[^0-9a-z_]t500[^0-9]/) { p = 1; print substr(line, 1, 140) }
-			}' "$WORK/pg.log" >"$OUT/rt/$t-statements.txt"
+			function flush() {
+				if (rec == "") return
+				if (rec ~ /[^0-9a-z_]t501[^0-9]/) done = 1
+				else if (p || rec ~ /[^0-9a-z_]t500[^0-9]/) { p = 1; gsub(/[\t ]+/, " ", rec); print substr(rec, 1, 140) }
+				rec = ""
+			}
+			/^[^|]*\|[0-9]+\|/ {
+				flush(); if (done) exit
+				if ($1 == db && $3 ~ /^LOG:  (statement|execute)/) {
+					rec = $0; sub(/^[^|]*\|[^|]*\|LOG:  /, "", rec)
+				}
+				next
+			}
+			rec != "" { rec = rec " " $0 }
+			END { if (!done) flush() }' "$WORK/pg.log" >"$OUT/rt/$t-statements.txt"
 		# The no-op start's round trips (databases of scenario 1).
 		if has noop; then
 			db=noop_$t set=noop
