@@ -100,6 +100,9 @@ func (e *env) finish(ctx context.Context, start time.Time, res *runner.Result, h
 			slog.Bool("lock_acquired", res.LockAcquired), slog.Int("lock_attempts", res.LockAttempts),
 			slog.Int64("lock_wait_ms", res.LockWait.Milliseconds()),
 			slog.Int64("lock_held_ms", res.LockHeld.Milliseconds()))
+		if res.Baselined > 0 {
+			attrs = append(attrs, slog.Int("baselined", res.Baselined))
+		}
 		if res.LockTimeoutRetries > 0 {
 			attrs = append(attrs, slog.Int("lock_timeout_retries", res.LockTimeoutRetries))
 		}
