@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"status":   cmdStatus,
 	"validate": cmdValidate,
 	"resolve":  cmdResolve,
+	"adopt":    cmdAdopt,
 }
 
 func writeHelp(w io.Writer) {
@@ -37,6 +38,9 @@ Usage:
   lockmigrate resolve VERSION applied|retry
                                settle an interrupted no-transaction migration after inspecting it:
                                applied = its effects are complete; retry = run the whole file again
+  lockmigrate adopt golang-migrate|goose|tern [--table NAME] [--schema NAME]
+                               take over a database migrated by that tool: record what it applied
+                               as baseline (not run), so migrate applies only newer files
   lockmigrate version          print the version
   lockmigrate --help           this text
 
