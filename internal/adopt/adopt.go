@@ -178,8 +178,8 @@ func resolve(ctx context.Context, q Querier, src Source) (string, error) {
 			where = fmt.Sprintf("in the search path (current schema %q)", current)
 		}
 		return "", &Error{Tool: src.Tool, Table: ident.Sanitize(), Kind: KindMissingTable,
-			Detail: fmt.Sprintf("%s's version table %s not found %s; was the database migrated by %s, "+
-				"and with another table (--table, --schema)?", src.Tool, ident.Sanitize(), where, src.Tool)}
+			Detail: fmt.Sprintf("%s's version table not found %s; was the database migrated by %s, "+
+				"and with another table name or schema (--table, --schema)?", src.Tool, where, src.Tool)}
 	}
 	return pgx.Identifier{*schema, *table}.Sanitize(), nil
 }

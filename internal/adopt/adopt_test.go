@@ -56,7 +56,7 @@ func TestRead(t *testing.T) {
 			table: `"My App"."mig"`, setup: `CREATE SCHEMA "My App"; ` + golangMigrateDDL + `; INSERT INTO %[1]s VALUES (5, false)`,
 			want: []int64{1, 2, 3, 4, 5}, ver: 5},
 		{name: "golang-migrate missing", src: adopt.Source{Tool: adopt.GolangMigrate},
-			kind: adopt.KindMissingTable, msg: `"schema_migrations" not found in the search path (current schema "public")`},
+			kind: adopt.KindMissingTable, msg: `"schema_migrations" (missing_table): golang-migrate's version table not found in the search path (current schema "public")`},
 
 		{name: "goose at 2", src: adopt.Source{Tool: adopt.Goose},
 			setup: gooseDDL + `; INSERT INTO %[1]s (version_id, is_applied) VALUES (1, true), (2, true)`, want: []int64{1, 2}, ver: 2},
@@ -86,7 +86,7 @@ func TestRead(t *testing.T) {
 		{name: "tern unknown", src: adopt.Source{Tool: adopt.Tern}, setup: ternDDL + `; INSERT INTO %[1]s VALUES (9)`,
 			kind: adopt.KindUnknownVersion, msg: "version 9"},
 		{name: "tern missing", src: adopt.Source{Tool: adopt.Tern}, kind: adopt.KindMissingTable,
-			msg: `"public"."schema_version" not found in schema public`},
+			msg: `"public"."schema_version" (missing_table): tern's version table not found in schema public`},
 		{name: "tern wrong columns", src: adopt.Source{Tool: adopt.Tern}, setup: `CREATE TABLE %[1]s (v int)`,
 			kind: adopt.KindWrongColumns},
 	}
