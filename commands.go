@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"status":   cmdStatus,
 	"validate": cmdValidate,
 	"resolve":  cmdResolve,
+	"adopt":    cmdAdopt,
 }
 
 func writeHelp(w io.Writer) {
@@ -37,6 +38,9 @@ Usage:
   lockmigrate resolve VERSION applied|retry
                                settle an interrupted no-transaction migration after inspecting it:
                                applied = its effects are complete; retry = run the whole file again
+  lockmigrate adopt golang-migrate|goose|tern [--table NAME] [--schema NAME]
+                               take over a database migrated by that tool: record what it applied
+                               as baseline (not run), so migrate applies only newer files
   lockmigrate version          print the version
   lockmigrate --help           this text
 
@@ -100,6 +104,9 @@ func (e *env) finish(ctx context.Context, start time.Time, res *runner.Result, h
 			slog.Bool("lock_acquired", res.LockAcquired), slog.Int("lock_attempts", res.LockAttempts),
 			slog.Int64("lock_wait_ms", res.LockWait.Milliseconds()),
 			slog.Int64("lock_held_ms", res.LockHeld.Milliseconds()))
+		if res.Baselined > 0 {
+			attrs = append(attrs, slog.Int("baselined", res.Baselined))
+		}
 		if res.LockTimeoutRetries > 0 {
 			attrs = append(attrs, slog.Int("lock_timeout_retries", res.LockTimeoutRetries))
 		}

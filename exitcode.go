@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/lockmigrate/lockmigrate/internal/adopt"
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/lock"
@@ -52,6 +53,7 @@ func exitCode(ctx context.Context, err error) int {
 		valErr   *runner.ValidationError
 		migErr   *runner.MigrationError
 		poolErr  *lock.PoolerError
+		adoptErr *adopt.Error
 	)
 	switch {
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
@@ -61,7 +63,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitUnreachable
 	case errors.Is(err, runner.ErrWaitTimeout):
 		return exitWaitTimeout
-	case errors.As(err, &valErr), errors.As(err, &poolErr):
+	case errors.As(err, &valErr), errors.As(err, &poolErr), errors.As(err, &adoptErr):
 		return exitValidation
 	case errors.As(err, &migErr):
 		return exitMigration

@@ -138,6 +138,7 @@ func (e *env) runnerOptions() runner.Options {
 		LockRetries:      e.cfg.LockRetries,
 		StatementTimeout: e.cfg.StatementTimeout,
 		AllowOutOfOrder:  e.cfg.AllowOutOfOrder,
+		BaselineVersion:  e.cfg.BaselineVersion,
 		AppliedBy:        e.podName,
 		RunID:            e.runID,
 		Logger:           e.log,

@@ -32,11 +32,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$REPO/bench
 
 # --- pinned peers (go install ...@version) ----------------------------------
-GOOSE_VERSION=v3.30.0
-MIGRATE_VERSION=v4.20.1
-TERN_VERSION=v2.3.4
-# goose's README lists the driver exclusion tags; keep only postgres.
-GOOSE_TAGS='no_clickhouse no_libsql no_mssql no_mysql no_sqlite3 no_vertica no_ydb'
+# GOOSE_VERSION, MIGRATE_VERSION, TERN_VERSION, GOOSE_TAGS and peers_install,
+# shared with the adopt tests.
+# shellcheck source=SCRIPTDIR/../scripts/peers.sh
+source "$REPO/scripts/peers.sh"
 
 # --- sizes of the work --------------------------------------------------------
 NOOP_SET=200     # migrations applied before the no-op start
@@ -147,31 +146,14 @@ command -v go >/dev/null 2>&1 || die "Go is needed (go.mod says $(sed -n 's/^go 
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 info "$(hyperfine --version), $(go version | cut -d' ' -f3-), $("$PGBIN/postgres" --version)"
 
-# Peers: one binary per pinned version, reused from the cache.
-mkdir -p "$CACHE/bin"
-peer_install() { # NAME PKG VERSION [TAGS]
-	local name=$1 pkg=$2 ver=$3 tags=${4:-} out="$CACHE/bin/$1-$3"
-	if [ ! -x "$out" ]; then
-		info "go install $pkg@$ver${tags:+ (tags: $tags)}"
-		local tmp
-		tmp=$(mktemp -d)
-		mkdir -p "$tmp/bin"
-		(cd "$tmp" && GOBIN="$tmp/bin" go install -trimpath -ldflags "-s -w" ${tags:+-tags="$tags"} "$pkg@$ver") ||
-			die "go install $pkg@$ver failed"
-		mv "$tmp"/bin/* "$out.tmp" && mv "$out.tmp" "$out"
-		rm -rf "$tmp"
-	fi
-	ln -sf "$out" "$BIN/$name"
-}
-
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/lockmigrate-bench.XXXXXX")
 chmod 755 "$WORK"
 BIN=$WORK/bin
 OUT=$WORK/out # raw measurements, read by bench/report
 mkdir -p "$BIN" "$OUT"
-peer_install goose github.com/pressly/goose/v3/cmd/goose "$GOOSE_VERSION" "$GOOSE_TAGS"
-peer_install migrate github.com/golang-migrate/migrate/v4/cmd/migrate "$MIGRATE_VERSION" postgres
-peer_install tern github.com/jackc/tern/v2 "$TERN_VERSION"
+# Peers: one binary per pinned version, reused from the cache.
+peers=$(peers_install "$CACHE/bin") || die "go install of the peers failed (see above)"
+while read -r name path; do ln -sf "$path" "$BIN/$name"; done <<<"$peers"
 info "building lockmigrate, floor, rtproxy, report"
 (
 	cd "$REPO"

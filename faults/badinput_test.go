@@ -90,7 +90,7 @@ const historyDDL = `CREATE TABLE lockmigrate_history (
     version bigint PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp(), duration_ms bigint NOT NULL DEFAULT 0,
     applied_by text NOT NULL DEFAULT '', run_id uuid,
-    state text NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'running')),
+    state text NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'running', 'baseline')),
     statements_done integer NOT NULL DEFAULT 0)`
 
 func badCases(t *testing.T) []badCase {

@@ -102,7 +102,7 @@ func (h history) ensure(ctx context.Context, conn Conn) error {
     duration_ms     bigint      NOT NULL DEFAULT 0,
     applied_by      text        NOT NULL DEFAULT '',
     run_id          uuid,
-    state           text        NOT NULL DEFAULT 'applied' CHECK (state IN ('applied', 'running')),
+    state           text        NOT NULL DEFAULT 'applied' ` + stateCheck + `,
     statements_done integer     NOT NULL DEFAULT 0
 )`
 	if _, err := conn.Exec(ctx, sql); err != nil {

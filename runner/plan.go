@@ -39,6 +39,8 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 			p.running = append(p.running, r)
 			continue
 		}
+		// applied and baseline rows alike: the effects are in the database,
+		// and the file must not have changed since.
 		applied[r.Version] = true
 		m, ok := known[r.Version]
 		if !ok {

@@ -99,6 +99,12 @@ type Options struct {
 	// applied one instead of refusing it.
 	AllowOutOfOrder bool
 
+	// BaselineVersion, when positive, makes a run that finds the history
+	// empty record every migration up to this version as applied (state
+	// baseline) without running it, then apply the newer ones. Ignored once
+	// the history has rows. See baseline.go.
+	BaselineVersion int64
+
 	// AppliedBy is recorded in the history (the pod name, typically).
 	AppliedBy string
 	// RunID identifies this run in the history and logs; zero means a new
@@ -132,8 +138,8 @@ func (o *Options) validate() error {
 	if o.WaitTimeout <= 0 {
 		o.WaitTimeout = DefaultWaitTimeout
 	}
-	if o.LockTimeout < 0 || o.StatementTimeout < 0 || o.LockRetries < 0 {
-		return errors.New("runner: LockTimeout, StatementTimeout and LockRetries must not be negative")
+	if o.LockTimeout < 0 || o.StatementTimeout < 0 || o.LockRetries < 0 || o.BaselineVersion < 0 {
+		return errors.New("runner: LockTimeout, StatementTimeout, LockRetries and BaselineVersion must not be negative")
 	}
 	if o.RunID == uuid.Nil {
 		o.RunID = uuid.New()
@@ -187,6 +193,9 @@ type Result struct {
 	RunID   uuid.UUID
 	// Applied lists what this run committed, in order.
 	Applied []AppliedMigration
+	// Baselined counts migrations this run recorded as baseline
+	// (Options.BaselineVersion) without running them.
+	Baselined int
 	// Pending is the number of migrations left to apply when the run ended.
 	Pending int
 	// SchemaVersion is the highest applied version when the run ended.
@@ -299,6 +308,9 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 		if err := r.hist.ensure(ctx, r.conn); err != nil {
 			return err
 		}
+	}
+	if rows, err = r.autoBaseline(ctx, res, rows); err != nil {
+		return err
 	}
 	p := makePlan(r.migs, rows, r.opts)
 	res.observe(p)

@@ -60,11 +60,11 @@ func (r *Runner) Status(ctx context.Context) (*Status, error) {
 			ms.State = StateUnknown
 		} else {
 			ms.File, ms.NoTransaction = m.File, m.NoTransaction
-			if row.State == StateApplied && m.Checksum != row.Checksum {
+			if countsAsApplied(row.State) && m.Checksum != row.Checksum {
 				ms.State = StateChecksumMismatch
 			}
 		}
-		if row.State == StateApplied {
+		if countsAsApplied(row.State) {
 			st.Applied++
 		}
 		st.Migrations = append(st.Migrations, ms)

@@ -38,6 +38,7 @@ type Config struct {
 	LockRetries      int           `env:"LOCKMIGRATE_LOCK_RETRIES" envDefault:"3" help:"retries after a lock_timeout (55P03)"`
 	StatementTimeout time.Duration `env:"LOCKMIGRATE_STATEMENT_TIMEOUT" envDefault:"0" help:"statement_timeout for migration statements (0 = off)"`
 	AllowOutOfOrder  bool          `env:"LOCKMIGRATE_ALLOW_OUT_OF_ORDER" envDefault:"false" help:"apply a pending migration older than the newest applied one"`
+	BaselineVersion  int64         `env:"LOCKMIGRATE_BASELINE_VERSION" envDefault:"0" help:"0 = off; when the history is empty, record every migration up to this version as applied (state baseline) without running it, then apply the newer ones; ignored once the history has rows"`
 
 	TCPKeepalivesIdle     time.Duration `env:"LOCKMIGRATE_TCP_KEEPALIVES_IDLE" envDefault:"10s" help:"silence before the first TCP keepalive probe, both ends (server: tcp_keepalives_idle); 0 = system defaults"`
 	TCPKeepalivesInterval time.Duration `env:"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL" envDefault:"5s" help:"interval between keepalive probes (tcp_keepalives_interval)"`
@@ -175,7 +176,7 @@ func acceptFor(f reflect.StructField) string {
 		return "a Go duration such as 90s, 5m or 1h30m"
 	case reflect.TypeFor[bool]():
 		return "true or false"
-	case reflect.TypeFor[int]():
+	case reflect.TypeFor[int](), reflect.TypeFor[int64]():
 		return "a whole number"
 	}
 	return ""
@@ -234,6 +235,9 @@ func (c *Config) validate() []*Error {
 	}
 	if c.LockRetries < 0 {
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_LOCK_RETRIES", Value: fmt.Sprint(c.LockRetries), Accept: "a whole number, 0 or more"})
+	}
+	if c.BaselineVersion < 0 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_BASELINE_VERSION", Value: fmt.Sprint(c.BaselineVersion), Accept: "a migration version, or 0 (off)"})
 	}
 	for _, id := range []struct{ name, v string }{{"LOCKMIGRATE_SCHEMA", c.Schema}, {"LOCKMIGRATE_TABLE", c.Table}} {
 		if id.v == "" || len(id.v) > 63 || strings.ContainsRune(id.v, 0) {

@@ -65,3 +65,32 @@ func TestGrouping(t *testing.T) {
 		}
 	}
 }
+
+func TestBaselineVersion(t *testing.T) {
+	tests := []struct {
+		value string
+		want  int64
+		err   string // substring of the error, "" for none
+	}{
+		{"", 0, ""},
+		{"0", 0, ""},
+		{"20260101120000", 20260101120000, ""},
+		{"-1", 0, `invalid LOCKMIGRATE_BASELINE_VERSION "-1": accepted: a migration version, or 0 (off)`},
+		{"three", 0, `invalid LOCKMIGRATE_BASELINE_VERSION "three": accepted: a whole number`},
+		{"9223372036854775808", 0, "LOCKMIGRATE_BASELINE_VERSION"},
+	}
+	for _, tt := range tests {
+		cfg, err := Load(func(k string) string {
+			if k == "LOCKMIGRATE_BASELINE_VERSION" {
+				return tt.value
+			}
+			return ""
+		})
+		switch {
+		case tt.err == "" && (err != nil || cfg.BaselineVersion != tt.want):
+			t.Errorf("%q: got %v, %v; want %d", tt.value, cfg, err, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%q: error %v, want one containing %q", tt.value, err, tt.err)
+		}
+	}
+}
