@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lockmigrate/lockmigrate/internal/backoff"
@@ -168,6 +169,38 @@ func (r *Runner) txError(m *Migration, prefix string, err error) error {
 		return migrationError(m, m.SQL, 1, fileStart, err)
 	}
 	return migrationError(m, m.SQL, 1, 0, err)
+}
+
+// tryTx runs fn in a transaction with the configured timeouts, for the
+// runner's own bookkeeping (a baseline); migrations go through execTx.
+func (r *Runner) tryTx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+	tx, err := r.conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		if rerr := tx.Rollback(cctx); rerr != nil && !errors.Is(rerr, pgx.ErrTxClosed) {
+			r.log.LogAttrs(ctx, slog.LevelWarn, "rollback failed; the server rolls back when the connection closes",
+				slog.String("error", rerr.Error()))
+		}
+	}()
+	if set := r.timeoutSettings("SET LOCAL"); set != "" {
+		if _, err := tx.Exec(ctx, set); err != nil {
+			return fmt.Errorf("set timeouts: %w", err)
+		}
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // rollback ends a failed transaction, even after ctx was cancelled.
