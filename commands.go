@@ -25,6 +25,8 @@ var commands = map[string]command{
 	"status":   cmdStatus,
 	"validate": cmdValidate,
 	"resolve":  cmdResolve,
+	"unlock":   cmdUnlock,
+	"plan":     cmdPlan,
 }
 
 func writeHelp(w io.Writer) {
@@ -37,6 +39,11 @@ Usage:
   lockmigrate resolve VERSION applied|retry
                                settle an interrupted no-transaction migration after inspecting it:
                                applied = its effects are complete; retry = run the whole file again
+  lockmigrate unlock [--force [--pid PID] [--timeout 30s]] [--json]
+                               show who holds the migration lock; --force terminates that backend
+                               (pg_terminate_backend, only while it still holds the lock) and waits for the release
+  lockmigrate plan [--json]    dry run: the pending migrations, their mode and statement count; takes no lock,
+                               changes nothing; offline (every migration) when no database is configured
   lockmigrate version          print the version
   lockmigrate --help           this text
 
