@@ -30,8 +30,9 @@ type unlockReport struct {
 	LockKey      int64  `json:"lock_key"`
 	// Holder is the session found holding the lock before any action.
 	Holder *lock.Holder `json:"holder"`
-	// Action is "none", "terminated", or "not_terminated" (--force found
-	// that the target no longer held the lock, so nothing was done).
+	// Action is "none", "terminated", "not_terminated" (--force found that
+	// the target did not hold the lock, so nothing was done) or "failed"
+	// (the terminate was refused or failed: see the error).
 	Action    string `json:"action"`
 	TargetPID int32  `json:"target_pid,omitempty"`
 	// ReleasedMS is the time from the terminate to the release, in
@@ -109,6 +110,7 @@ func (e *env) unlock(ctx context.Context, force bool, pid int32, timeout time.Du
 	}
 	terminated, err := adv.Terminate(ctx, rep.TargetPID)
 	if err != nil {
+		rep.Action = "failed"
 		return rep, err
 	}
 	if !terminated {
@@ -169,6 +171,8 @@ func writeUnlock(w io.Writer, rep *unlockReport) {
 			fmt.Fprintf(w, "; the lock was released %s later", time.Duration(*rep.ReleasedMS*float64(time.Millisecond)))
 		}
 		fmt.Fprintln(w)
+	case "failed":
+		fmt.Fprintf(w, "nothing terminated: terminating backend %d failed (the error is logged on stderr)\n", rep.TargetPID)
 	case "not_terminated":
 		fmt.Fprintf(w, "nothing terminated: backend %d did not hold the lock when --force ran\n", rep.TargetPID)
 		if rep.NowHeldBy != nil {
@@ -194,20 +198,28 @@ func writeHolder(w io.Writer, h *lock.Holder) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	for _, row := range [][2]string{
 		{"pid", fmt.Sprint(h.PID)},
-		{"application_name", h.ApplicationName},
-		{"client_addr", h.ClientAddr},
-		{"user", h.User},
-		{"state", h.State},
+		{"application_name", dash(h.ApplicationName)},
+		{"client_addr", dash(h.ClientAddr)},
+		{"user", dash(h.User)},
+		{"state", dash(h.State)},
 		// pg_locks has no grant time: see lock.Holder.
 		{"backend_start", at(h.Since)},
 		{"query_start", queryStart},
 		{"state_change", at(h.StateChange)},
-		{"query", strings.Join(strings.Fields(h.Query), " ")},
+		{"query", dash(strings.Join(strings.Fields(h.Query), " "))},
 	} {
 		fmt.Fprintf(tw, "  %s\t%s\n", row[0], row[1])
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "  (pg_locks records no grant time; a lockmigrate runner takes the lock right after connecting, so backend_start is close to it)")
+}
+
+// dash stands in for a value pg_stat_activity hides from this role.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // planReport is plan's --json document: one section per history table.
@@ -305,8 +317,12 @@ func writePlan(w io.Writer, rep *planReport) {
 				fmt.Fprintln(w, "database: history read without the lock; no history table yet")
 			}
 			if h := s.LockHolder; h != nil {
+				name := h.ApplicationName
+				if name == "" {
+					name = "no application_name"
+				}
 				fmt.Fprintf(w, "lock: held by pid %d (%s) from %s: a run may be applying these right now\n",
-					h.PID, h.ApplicationName, h.ClientAddr)
+					h.PID, name, h.ClientAddr)
 			} else {
 				fmt.Fprintln(w, "lock: free")
 			}

@@ -262,9 +262,9 @@ func TestUnlock(t *testing.T) {
 			code: exitMigration, want: []string{"did not hold the lock when --force ran", "deploy-job-xyz"},
 			wantErr: "nothing terminated"},
 		{name: "superuser holder: denied", hold: superuser, args: []string{"unlock", "--force"},
-			code: exitUnreachable, wantErr: "permission denied"},
+			code: exitUnreachable, wantErr: "permission denied", want: []string{"nothing terminated: terminating backend"}},
 		{name: "other role's holder: denied", hold: otherRole, args: []string{"unlock", "--force"},
-			code: exitUnreachable, wantErr: "member of pg_signal_backend"},
+			code: exitUnreachable, wantErr: "member of pg_signal_backend", want: []string{"user other_", "state -", "query <insufficient privilege>"}},
 		{name: "other role's holder, with pg_signal_backend", hold: otherRole, before: grantSignal,
 			args: []string{"unlock", "--force"}, want: []string{"terminated backend", "(deploy-job-xyz)", "the lock was released"},
 			wantTerminated: true},
@@ -287,6 +287,9 @@ func TestUnlock(t *testing.T) {
 			}
 			r := runIn(t, ctx, baseEnv(dbURL), args...)
 			t.Logf("%s: exit %d\n%s", strings.Join(args, " "), r.code, r.stdout)
+			if r.code != 0 {
+				t.Logf("error: %s", validationError(t, r))
+			}
 			if r.code != tt.code {
 				t.Fatalf("exit %d, want %d\n%s%s", r.code, tt.code, r.stdout, r.stderr)
 			}
@@ -529,12 +532,12 @@ func squash(s string) string {
 	return strings.Join(lines, "\n")
 }
 
-// validationError returns the error of the "validation failed" or setup
-// event a run logged.
+// validationError returns the error of the "validation failed", "unlock
+// failed" or setup event a run logged.
 func validationError(t testing.TB, r result) string {
 	t.Helper()
 	for _, ev := range r.events(t) {
-		if ev["msg"] == "validation failed" || strings.HasPrefix(fmt.Sprint(ev["msg"]), "invalid migration set") {
+		if ev["msg"] == "validation failed" || ev["msg"] == "unlock failed" || strings.HasPrefix(fmt.Sprint(ev["msg"]), "invalid migration set") {
 			return fmt.Sprint(ev["error"])
 		}
 	}
@@ -552,4 +555,20 @@ func countTables(t testing.TB, conn *pgx.Conn) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestPlanAndUnlockInHelp: both commands are listed by --help and reachable
+// by name.
+func TestPlanAndUnlockInHelp(t *testing.T) {
+	r := runIn(t, context.Background(), nil, "--help")
+	for _, w := range []string{"lockmigrate unlock [--force [--pid PID] [--timeout 30s]] [--json]", "lockmigrate plan [--json]", "pg_terminate_backend"} {
+		if r.code != 0 || !strings.Contains(r.stdout, w) {
+			t.Errorf("--help lacks %q", w)
+		}
+	}
+	for _, cmd := range []string{"unlock", "plan"} {
+		if r := runIn(t, context.Background(), nil, cmd, "--bogus"); r.code != exitUsage || strings.Contains(r.stderr, "unknown command") {
+			t.Errorf("%s --bogus: exit %d\n%s", cmd, r.code, r.stderr)
+		}
+	}
 }
