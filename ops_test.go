@@ -401,7 +401,7 @@ func TestPlan(t *testing.T) {
 		{name: "offline, malformed file", files: map[string]string{"1_a.sql": "SELECT 1", "x_b.sql": "SELECT 2"},
 			args: []string{"plan"}, code: exitValidation, wantErr: "malformed_name"},
 		{name: "fresh database", online: true, files: files, args: []string{"plan"}, want: []string{
-			"database: history read without the lock; no history table yet", "lock: held by pid",
+			"database: history read without the lock; no history table yet", "(lockmigrate/web-7d9f) from 127.0.0.1",
 			"does not exist: the first run creates it", "3 migration(s) would run"}},
 		{name: "partly applied", online: true, apply: map[string]string{"1_users.sql": files["1_users.sql"]}, files: files,
 			args: []string{"plan"}, want: []string{"schema version 1", "2 users_email_idx no-transaction 3",
@@ -434,6 +434,9 @@ func TestPlan(t *testing.T) {
 					}
 				}
 				// Plan must work, and show the holder, while a run holds the lock.
+				if _, err := conn.Exec(ctx, "SET application_name = 'lockmigrate/web-7d9f'"); err != nil {
+					t.Fatal(err)
+				}
 				mustLock(t, conn, defaultKey)
 			}
 			tablesBefore := countTables(t, conn)
