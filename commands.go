@@ -26,6 +26,8 @@ var commands = map[string]command{
 	"validate": cmdValidate,
 	"resolve":  cmdResolve,
 	"adopt":    cmdAdopt,
+	"unlock":   cmdUnlock,
+	"plan":     cmdPlan,
 }
 
 func writeHelp(w io.Writer) {
@@ -41,6 +43,11 @@ Usage:
   lockmigrate adopt golang-migrate|goose|tern [--table NAME] [--schema NAME]
                                take over a database migrated by that tool: record what it applied
                                as baseline (not run), so migrate applies only newer files
+  lockmigrate unlock [--force [--pid PID] [--timeout 30s]] [--json]
+                               show who holds the migration lock; --force terminates that backend
+                               (pg_terminate_backend, only while it still holds the lock) and waits for the release
+  lockmigrate plan [--json]    dry run: the pending migrations, their mode and statement count; takes no lock,
+                               changes nothing; offline (every migration) when no database is configured
   lockmigrate version          print the version
   lockmigrate --help           this text
 

@@ -54,12 +54,14 @@ func exitCode(ctx context.Context, err error) int {
 		migErr   *runner.MigrationError
 		poolErr  *lock.PoolerError
 		adoptErr *adopt.Error
+		termErr  *lock.TerminateError
 	)
 	switch {
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
 		errors.Is(err, runner.ErrNothingToResolve):
 		return exitUsage
-	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly), dbconn.Lost(err):
+	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly), dbconn.Lost(err),
+		errors.As(err, &termErr) && termErr.Denied: // the role lacks a privilege, like a failed login
 		return exitUnreachable
 	case errors.Is(err, runner.ErrWaitTimeout):
 		return exitWaitTimeout

@@ -201,7 +201,21 @@ type Holder struct {
 	State           string    `json:"state"`
 	Since           time.Time `json:"since"` // the holder's backend start: lock holders take the lock right after connecting
 	StateChange     time.Time `json:"state_change"`
+	// QueryStart is when the holder's current (or, when idle, last) query
+	// started; nil when pg_stat_activity does not show it to this role.
+	QueryStart *time.Time `json:"query_start,omitempty"`
+	// Query is that query, cut to QueryMaxLen characters; pg_stat_activity
+	// shows "<insufficient privilege>" for another role's session unless the
+	// current role has pg_read_all_stats.
+	Query string `json:"query,omitempty"`
+	// ObservedAt is the server's clock at the lookup, so ages can be computed
+	// without trusting the client's clock.
+	ObservedAt time.Time `json:"observed_at"`
 }
+
+// QueryMaxLen bounds Holder.Query: enough to recognise a statement, short
+// enough for one log line.
+const QueryMaxLen = 200
 
 // LogValue renders the holder as a group of log attributes.
 func (h Holder) LogValue() slog.Value {
@@ -217,7 +231,11 @@ func (h Holder) LogValue() slog.Value {
 
 // holderSQL finds the granted advisory lock with a bigint key: PostgreSQL
 // stores such a key as classid = high 32 bits, objid = low 32 bits and
-// objsubid = 1, scoped to the current database.
+// objsubid = 1, scoped to the current database. pg_locks records no grant
+// time (waitstart, PostgreSQL 14+, is when a wait began and is NULL once the
+// lock is granted), so "since when" can only be approximated from
+// pg_stat_activity: backend_start (a lockmigrate runner takes the lock right
+// after connecting) and query_start/state_change (what the holder does now).
 const holderSQL = `
 SELECT l.pid,
        coalesce(a.application_name, ''),
@@ -227,7 +245,10 @@ SELECT l.pid,
        coalesce(a.usename::text, ''),
        coalesce(a.state, ''),
        coalesce(a.backend_start, 'epoch'::timestamptz),
-       coalesce(a.state_change, 'epoch'::timestamptz)
+       coalesce(a.state_change, 'epoch'::timestamptz),
+       a.query_start,
+       CASE WHEN length(a.query) > $3 THEN left(a.query, $3) || '…' ELSE coalesce(a.query, '') END,
+       clock_timestamp()
   FROM pg_locks l
   LEFT JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory'
@@ -241,8 +262,9 @@ SELECT l.pid,
 func (a *Advisory) Holder(ctx context.Context) (*Holder, error) {
 	hi, lo := SplitKey(a.Key)
 	var h Holder
-	err := a.Conn.QueryRow(ctx, holderSQL, hi, lo).Scan(
-		&h.PID, &h.ApplicationName, &h.ClientAddr, &h.User, &h.State, &h.Since, &h.StateChange)
+	err := a.Conn.QueryRow(ctx, holderSQL, hi, lo, QueryMaxLen).Scan(
+		&h.PID, &h.ApplicationName, &h.ClientAddr, &h.User, &h.State, &h.Since, &h.StateChange,
+		&h.QueryStart, &h.Query, &h.ObservedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
