@@ -66,6 +66,15 @@ for arg in "$@"; do
 	esac
 done
 
+# The adopt tests migrate databases with the real goose, golang-migrate and
+# tern, built once with go install at the benchmark's pinned versions and
+# cached; installed here so the time shows as its own step. Without network
+# the tests skip them, unless LOCKMIGRATE_REQUIRE_PEERS=1 (CI) fails them.
+if [ "$#" -eq 0 ]; then
+	step "peer migrators for the adopt tests (scripts/peers.sh, cached)"
+	bash scripts/peers.sh "${XDG_CACHE_HOME:-$HOME/.cache}/lockmigrate-bench/bin" | indent ||
+		info "scripts/peers.sh failed; the adopt tests will skip or (LOCKMIGRATE_REQUIRE_PEERS=1) fail"
+fi
 cmd=(go test -race -count=1 "$@" "${pkgs[@]}")
 step "go test -race -count=1 $* (every package but faults)"
 "${cmd[@]}"
