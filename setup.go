@@ -14,6 +14,7 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
+	"github.com/lockmigrate/lockmigrate/internal/dirfs"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/migrations"
 	"github.com/lockmigrate/lockmigrate/runner"
@@ -88,7 +89,7 @@ func setup(getenv func(string) string, stderr io.Writer, command string) (*env, 
 			return fail("invalid configuration", &config.Error{Var: "LOCKMIGRATE_DIR", Value: cfg.Dir,
 				Accept: "a readable directory of migration files"})
 		}
-		fsys, source = os.DirFS(cfg.Dir), cfg.Dir
+		fsys, source = dirfs.New(cfg.Dir), cfg.Dir
 	}
 	e.migs, err = runner.Load(fsys)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,13 +51,43 @@ type Advisory struct {
 	// UnlockTimeout bounds Unlock; zero means DefaultUnlockTimeout.
 	UnlockTimeout time.Duration
 
+	// HolderOnConflict makes a TryLock that finds the lock held also look
+	// up the holder, in the same statement, for ConflictHolder: a skipping
+	// replica then reports who holds the lock without another round trip.
+	// Left off for Wait, whose repeated tries need no holder each time.
+	HolderOnConflict bool
+
 	pid int32 // backend holding the lock, set by a verified TryLock
+	// conflictHolder is the holder seen by the last TryLock that lost.
+	conflictHolder *Holder
 }
+
+// ConflictHolder returns the session that held the lock when the last
+// TryLock lost, as looked up by that TryLock with HolderOnConflict set; nil
+// when it won, when the flag is off, or when the holder was gone by the time
+// the statement looked.
+func (a *Advisory) ConflictHolder() *Holder { return a.conflictHolder }
 
 // New returns an advisory lock on conn with the default settings.
 func New(conn Querier, key int64, logger *slog.Logger) *Advisory {
 	return &Advisory{Conn: conn, Key: key, Logger: logger}
 }
+
+// tryLockSQL takes the lock ($1 = key; $2, $3 = its classid and objid).
+// Session locks are re-entrant: had this backend held the lock already (a
+// pooler sharing one server connection between replicas), the try would
+// succeed for every replica. pg_locks is read first, in FROM, so it shows
+// the state before the try.
+const tryLockSQL = `SELECT b.held, pg_try_advisory_lock($1) AS ok, pg_backend_pid() AS pid
+  FROM (SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+          AND classid::int8 = $2 AND objid::int8 = $3 AND objsubid = 1 AND granted) AS held) b`
+
+// tryLockOrHolderSQL is tryLockSQL plus, only when the try lost, the
+// holder's row. The try is materialized and the lookup is a lateral join on
+// its result, so the lookup runs after the try and only for a lost one.
+var tryLockOrHolderSQL = `WITH try AS MATERIALIZED (` + tryLockSQL + `)
+SELECT try.held, try.ok, try.pid, h.*
+  FROM try LEFT JOIN LATERAL (` + holderQuery("$2", "$3") + `) h ON NOT try.ok`
 
 // TryLock calls pg_try_advisory_lock once and reports whether it was granted.
 // It never blocks on the server, so the session never sits in a lock queue
@@ -75,14 +106,17 @@ func (a *Advisory) TryLock(ctx context.Context) (bool, error) {
 		pid            int32
 	)
 	hi, lo := SplitKey(a.Key)
-	// Session locks are re-entrant: had this backend held the lock already
-	// (a pooler sharing one server connection between replicas), the try
-	// would succeed for every replica. pg_locks is read first, in FROM, so
-	// it shows the state before the try.
-	err := a.Conn.QueryRow(ctx, `SELECT b.held, pg_try_advisory_lock($1), pg_backend_pid()
-  FROM (SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
-          AND classid::int8 = $2 AND objid::int8 = $3 AND objsubid = 1 AND granted) AS held) b`,
-		a.Key, hi, lo).Scan(&heldBefore, &ok, &pid)
+	a.conflictHolder = nil
+	var err error
+	if a.HolderOnConflict {
+		var h nullableHolder
+		err = a.Conn.QueryRow(ctx, tryLockOrHolderSQL, a.Key, hi, lo).Scan(append([]any{&heldBefore, &ok, &pid}, h.dest()...)...)
+		if err == nil && !ok {
+			a.conflictHolder = h.holder()
+		}
+	} else {
+		err = a.Conn.QueryRow(ctx, tryLockSQL, a.Key, hi, lo).Scan(&heldBefore, &ok, &pid)
+	}
 	if err != nil {
 		return false, fmt.Errorf("pg_try_advisory_lock(%d): %w", a.Key, err)
 	}
@@ -229,40 +263,71 @@ func (h Holder) LogValue() slog.Value {
 	)
 }
 
-// holderSQL finds the granted advisory lock with a bigint key: PostgreSQL
-// stores such a key as classid = high 32 bits, objid = low 32 bits and
-// objsubid = 1, scoped to the current database. pg_locks records no grant
-// time (waitstart, PostgreSQL 14+, is when a wait began and is NULL once the
-// lock is granted), so "since when" can only be approximated from
-// pg_stat_activity: backend_start (a lockmigrate runner takes the lock right
-// after connecting) and query_start/state_change (what the holder does now).
-const holderSQL = `
-SELECT l.pid,
-       coalesce(a.application_name, ''),
+// holderQuery finds the granted advisory lock with a bigint key, given the
+// parameters holding its classid and objid: PostgreSQL stores such a key as
+// classid = high 32 bits, objid = low 32 bits and objsubid = 1, scoped to
+// the current database. pg_locks records no grant time (waitstart,
+// PostgreSQL 14+, is when a wait began and is NULL once the lock is
+// granted), so "since when" can only be approximated from pg_stat_activity:
+// backend_start (a lockmigrate runner takes the lock right after connecting)
+// and query_start/state_change (what the holder does now).
+func holderQuery(classid, objid string) string {
+	return `
+SELECT l.pid AS holder_pid,
+       coalesce(a.application_name, '') AS holder_application_name,
        CASE WHEN a.pid IS NULL THEN ''
             WHEN a.client_addr IS NULL AND a.client_port = -1 THEN 'local'
-            ELSE coalesce(host(a.client_addr), '') END,
-       coalesce(a.usename::text, ''),
-       coalesce(a.state, ''),
-       coalesce(a.backend_start, 'epoch'::timestamptz),
-       coalesce(a.state_change, 'epoch'::timestamptz),
-       a.query_start,
-       CASE WHEN length(a.query) > $3 THEN left(a.query, $3) || '…' ELSE coalesce(a.query, '') END,
-       clock_timestamp()
+            ELSE coalesce(host(a.client_addr), '') END AS holder_client_addr,
+       coalesce(a.usename::text, '') AS holder_user,
+       coalesce(a.state, '') AS holder_state,
+       coalesce(a.backend_start, 'epoch'::timestamptz) AS holder_since,
+       coalesce(a.state_change, 'epoch'::timestamptz) AS holder_state_change,
+       a.query_start AS holder_query_start,
+       CASE WHEN length(a.query) > ` + strconv.Itoa(QueryMaxLen) + ` THEN left(a.query, ` + strconv.Itoa(QueryMaxLen) + `) || '…'
+            ELSE coalesce(a.query, '') END AS holder_query,
+       clock_timestamp() AS holder_observed_at
   FROM pg_locks l
   LEFT JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'advisory'
    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND l.classid::int8 = $1 AND l.objid::int8 = $2 AND l.objsubid = 1
+   AND l.classid::int8 = ` + classid + ` AND l.objid::int8 = ` + objid + ` AND l.objsubid = 1
    AND l.granted
  LIMIT 1`
+}
+
+var holderSQL = holderQuery("$1", "$2")
+
+// nullableHolder scans the holder columns of a lateral join that may have
+// found no row.
+type nullableHolder struct {
+	pid                    *int32
+	app, addr, user, state *string
+	since, stateChange     *time.Time
+	queryStart             *time.Time
+	query                  *string
+	observedAt             *time.Time
+}
+
+func (n *nullableHolder) dest() []any {
+	return []any{&n.pid, &n.app, &n.addr, &n.user, &n.state, &n.since, &n.stateChange,
+		&n.queryStart, &n.query, &n.observedAt}
+}
+
+func (n *nullableHolder) holder() *Holder {
+	if n.pid == nil {
+		return nil
+	}
+	return &Holder{PID: *n.pid, ApplicationName: *n.app, ClientAddr: *n.addr, User: *n.user,
+		State: *n.state, Since: *n.since, StateChange: *n.stateChange,
+		QueryStart: n.queryStart, Query: *n.query, ObservedAt: *n.observedAt}
+}
 
 // Holder looks up the session holding the lock. It returns (nil, nil) when
 // nobody holds it.
 func (a *Advisory) Holder(ctx context.Context) (*Holder, error) {
 	hi, lo := SplitKey(a.Key)
 	var h Holder
-	err := a.Conn.QueryRow(ctx, holderSQL, hi, lo, QueryMaxLen).Scan(
+	err := a.Conn.QueryRow(ctx, holderSQL, hi, lo).Scan(
 		&h.PID, &h.ApplicationName, &h.ClientAddr, &h.User, &h.State, &h.Since, &h.StateChange,
 		&h.QueryStart, &h.Query, &h.ObservedAt)
 	if errors.Is(err, pgx.ErrNoRows) {

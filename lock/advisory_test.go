@@ -176,3 +176,70 @@ func TestWait(t *testing.T) {
 		}
 	})
 }
+
+// countingQuerier counts the statements a lock sends.
+type countingQuerier struct {
+	lock.Querier
+	n int
+}
+
+func (c *countingQuerier) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	c.n++
+	return c.Querier.QueryRow(ctx, sql, args...)
+}
+
+// TestConflictHolder: with HolderOnConflict, a lost TryLock names the
+// holder, exactly as Holder does, in its one statement; a won one names
+// nobody and still verifies its lock.
+func TestConflictHolder(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Shared().NewDB(t)
+	a, b := connect(t, url), connect(t, url)
+	for _, key := range []int64{7, -5822053114866441799} {
+		la := lock.New(a, key, nil)
+		if ok, err := la.TryLock(ctx); err != nil || !ok {
+			t.Fatalf("key %d: first TryLock = %v, %v", key, ok, err)
+		}
+		cq := &countingQuerier{Querier: b}
+		lb := lock.New(cq, key, nil)
+		lb.HolderOnConflict = true
+		if ok, err := lb.TryLock(ctx); err != nil || ok {
+			t.Fatalf("key %d: second session TryLock = %v, %v; want false", key, ok, err)
+		}
+		if cq.n != 1 {
+			t.Fatalf("key %d: a lost TryLock sent %d statements, want 1", key, cq.n)
+		}
+		got := lb.ConflictHolder()
+		want, err := lock.New(b, key, nil).Holder(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == nil || want == nil || got.PID != int32(a.PgConn().PID()) || got.ApplicationName != "locktest/"+t.Name() ||
+			got.ClientAddr != "127.0.0.1" || got.User == "" || !got.Since.Equal(want.Since) ||
+			!got.StateChange.Equal(want.StateChange) || got.State != want.State || got.User != want.User {
+			t.Fatalf("key %d: ConflictHolder = %+v, Holder = %+v", key, got, want)
+		}
+		// Without the flag the try names nobody.
+		plain := lock.New(b, key, nil)
+		if ok, err := plain.TryLock(ctx); err != nil || ok || plain.ConflictHolder() != nil {
+			t.Fatalf("key %d: plain TryLock = %v, %v, holder %+v", key, ok, err, plain.ConflictHolder())
+		}
+		if err := la.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Won: no holder reported, and the lock is really held (verified).
+		cq.n = 0
+		if ok, err := lb.TryLock(ctx); err != nil || !ok || lb.ConflictHolder() != nil {
+			t.Fatalf("key %d: TryLock after release = %v, %v, holder %+v", key, ok, err, lb.ConflictHolder())
+		}
+		if cq.n != 2 {
+			t.Fatalf("key %d: a won TryLock sent %d statements, want 2 (try, verify)", key, cq.n)
+		}
+		if h, err := la.Holder(ctx); err != nil || h == nil || h.PID != int32(b.PgConn().PID()) {
+			t.Fatalf("key %d: holder after b won = %+v, %v", key, h, err)
+		}
+		if err := lb.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,30 @@ func (h history) read(ctx context.Context, conn Conn) (rows []HistoryRow, exists
 		return nil, false, h.readErr(err)
 	}
 	return rows, true, nil
+}
+
+// readBrief returns the columns that decide whether anything is to be done
+// (version, checksum, state), ordered by version, for the lock-free fast
+// path that every replica start runs. Leaving out the other columns, and the
+// ORDER BY (sorted here instead), roughly halves the query's cost on a new
+// backend: no timestamptz or uuid output (the first timestamptz output of a
+// session loads the time zone), no sort or index-path planning, and half the
+// bytes. Like read, it treats a missing table as an empty history.
+func (h history) readBrief(ctx context.Context, conn Conn) ([]HistoryRow, error) {
+	r, err := conn.Query(ctx, `SELECT version, checksum, state FROM `+h.ident)
+	if err != nil {
+		return nil, h.readErr(err)
+	}
+	rows, err := pgx.CollectRows(r, func(row pgx.CollectableRow) (HistoryRow, error) {
+		var hr HistoryRow
+		err := row.Scan(&hr.Version, &hr.Checksum, &hr.State)
+		return hr, err
+	})
+	if err != nil {
+		return nil, h.readErr(err)
+	}
+	slices.SortFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) })
+	return rows, nil
 }
 
 func (h history) readErr(err error) error {

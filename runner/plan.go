@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"fmt"
 )
 
@@ -23,6 +24,25 @@ type plan struct {
 // upToDate reports whether there is nothing to do and nothing wrong.
 func (p plan) upToDate() bool {
 	return len(p.pending) == 0 && len(p.running) == 0 && len(p.problems) == 0
+}
+
+// fastPlan is the plan of the lock-free fast path, from the brief history
+// read. Only when it finds problems does it read the full rows, so the
+// errors say when and by whom the changed migrations were applied, exactly
+// as a plan from the full history would.
+func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
+	rows, err := r.hist.readBrief(ctx, r.conn)
+	if err != nil {
+		return plan{}, err
+	}
+	p := makePlan(r.migs, rows, r.opts)
+	if len(p.problems) == 0 {
+		return p, nil
+	}
+	if rows, _, err = r.hist.read(ctx, r.conn); err != nil {
+		return plan{}, err
+	}
+	return makePlan(r.migs, rows, r.opts), nil
 }
 
 // makePlan compares migs (sorted by version) with the history rows.

@@ -228,11 +228,10 @@ func (r *Runner) Migrate(ctx context.Context) (res *Result, err error) {
 	res = &Result{RunID: r.opts.RunID}
 	defer func() { res.Duration = time.Since(start) }()
 
-	rows, _, err := r.hist.read(ctx, r.conn)
+	p, err := r.fastPlan(ctx)
 	if err != nil {
 		return res, err
 	}
-	p := makePlan(r.migs, rows, r.opts)
 	res.observe(p)
 	if len(p.problems) > 0 {
 		return res, errors.Join(p.problems...)

@@ -1,0 +1,12 @@
+//go:build !unix
+
+package dirfs
+
+import (
+	"io/fs"
+	"os"
+)
+
+func readFile(dir, name string) ([]byte, error) {
+	return fs.ReadFile(os.DirFS(dir), name)
+}
