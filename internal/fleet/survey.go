@@ -128,8 +128,14 @@ func (s Surveyor) list(ctx context.Context) ([]string, error) {
 		return nil, queryErr(err)
 	}
 	defer rows.Close()
-	if n := len(rows.FieldDescriptions()); n != 1 {
-		return nil, &QueryError{Err: fmt.Errorf("returned %d columns, want exactly one (the schema names)", n)}
+	fds := rows.FieldDescriptions()
+	if len(fds) != 1 {
+		return nil, &QueryError{Err: fmt.Errorf("returned %d columns, want exactly one (the schema names)", len(fds))}
+	}
+	switch fds[0].DataTypeOID {
+	case pgtype.TextOID, pgtype.NameOID, pgtype.VarcharOID, pgtype.BPCharOID:
+	default:
+		return nil, &QueryError{Err: fmt.Errorf("its column %q is not text (type oid %d); select schema names, e.g. nspname", fds[0].Name, fds[0].DataTypeOID)}
 	}
 	var (
 		names []string
@@ -138,7 +144,7 @@ func (s Surveyor) list(ctx context.Context) ([]string, error) {
 	for rows.Next() {
 		var name pgtype.Text
 		if err := rows.Scan(&name); err != nil {
-			return nil, &QueryError{Err: fmt.Errorf("its column is not text (use nspname or a ::text cast): %w", err)}
+			return nil, &QueryError{Err: err}
 		}
 		if !name.Valid || name.String == "" {
 			nulls++
