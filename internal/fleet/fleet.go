@@ -127,8 +127,9 @@ type Summary struct {
 	Current int
 	// Per-tenant outcomes; UpToDate includes Current.
 	Applied, UpToDate, Waited, Skipped, Failed, NotAttempted int
-	// MigrationsApplied sums the migrations applied over all tenants.
-	MigrationsApplied int
+	// MigrationsApplied sums the migrations applied over all tenants;
+	// LockTimeoutRetries their lock_timeout retries.
+	MigrationsApplied, LockTimeoutRetries int
 	// Failures lists the failed tenants, sorted by name.
 	Failures []Failure
 	// Ahead counts tenants whose history has versions unknown to this
@@ -456,6 +457,7 @@ func (f *fleet) record(ctx context.Context, tenant string, res *runner.Result, e
 	f.done++
 	if res != nil {
 		f.sum.MigrationsApplied += len(res.Applied)
+		f.sum.LockTimeoutRetries += res.LockTimeoutRetries
 		if len(res.Ahead) > 0 && err == nil {
 			f.sum.Ahead++
 		}
