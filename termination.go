@@ -70,9 +70,13 @@ func (t termination) encode() []byte {
 			// than the rest of the message, which names the first ones.
 			t.Error = cutUTF8(t.Error, max(len(t.Error)-over-len("…"), 200))
 		case t.Tenants != nil && len(t.Tenants.Failed) > 0:
-			// Entries are at least 30 bytes: dropping over/30 of them (at
-			// least one) never drops more than needed by much.
-			drop := min(len(t.Tenants.Failed), max(1, over/30))
+			// Dropping over/(longest entry) entries, at least one, never
+			// drops more than needed and converges in a few rounds.
+			longest := 0
+			for _, f := range t.Tenants.Failed {
+				longest = max(longest, len(f.Tenant)+len(f.Kind))
+			}
+			drop := min(len(t.Tenants.Failed), max(1, over/(longest+len(`{"tenant":"","kind":""},`)+8)))
 			t.Tenants.Failed = t.Tenants.Failed[:len(t.Tenants.Failed)-drop]
 			t.Tenants.FailedOmitted += drop
 		case len(t.Error) > 100:
