@@ -57,6 +57,7 @@ Configuration comes from environment variables only:
 	fmt.Fprint(w, `
 Exit codes: 0 applied, up to date, skipped or waited; 1 a migration failed; 2 configuration or usage;
 3 database unreachable or authentication failed; 4 wait timeout; 5 validation; 130/143 SIGINT/SIGTERM.
+Multi-tenant mode (LOCKMIGRATE_TENANTS_QUERY): exit 1 when any tenant failed, whatever the failure.
 `)
 }
 
@@ -79,6 +80,9 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		res    *runner.Result
 		holder *lock.Holder
 	)
+	if err == nil && e.cfg.TenantsQuery != "" {
+		return e.migrateTenants(ctx, start)
+	}
 	if err == nil {
 		e.log.LogAttrs(ctx, slog.LevelInfo, "run started",
 			slog.String("version", version), slog.String("pod", e.podName),
@@ -203,6 +207,14 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	e, err := setup(getenv, stderr, "status")
 	if err != nil {
 		return exitCode(ctx, err)
+	}
+	if e.cfg.TenantsQuery != "" {
+		if err := e.statusTenants(ctx, stdout, *asJSON); err != nil {
+			code := exitCode(ctx, err)
+			e.log.Error("status failed", "error", err.Error(), "exit_code", code)
+			return code
+		}
+		return exitOK
 	}
 	rep, err := e.status(ctx)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/adopt"
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
+	"github.com/lockmigrate/lockmigrate/internal/fleet"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
@@ -55,8 +56,17 @@ func exitCode(ctx context.Context, err error) int {
 		poolErr  *lock.PoolerError
 		adoptErr *adopt.Error
 		termErr  *lock.TerminateError
+		tenants  *fleet.TenantsFailedError
+		queryErr *fleet.QueryError
 	)
 	switch {
+	case errors.As(err, &tenants):
+		// Some tenants failed, others were migrated: one code for the
+		// fleet, final for a Job's podFailurePolicy like 5 would be; the
+		// summary says per tenant what failed.
+		return exitMigration
+	case errors.As(err, &queryErr):
+		return exitUsage
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
 		errors.Is(err, runner.ErrNothingToResolve):
 		return exitUsage

@@ -30,6 +30,8 @@ type termination struct {
 	LockWaitMS    int64   `json:"lock_wait_ms"`
 	RunID         string  `json:"run_id"`
 	Version       string  `json:"version"`
+	// Tenants summarises a multi-tenant run.
+	Tenants *tenantsTermination `json:"tenants,omitempty"`
 }
 
 func newTermination(e *env, res *runner.Result, code int, err error, durationMS int64) termination {
@@ -63,17 +65,38 @@ func (t termination) encode() []byte {
 		switch {
 		case len(t.Applied) > 10:
 			t.Applied = t.Applied[len(t.Applied)-10:] // the latest ones; applied_count keeps the total
-		case len(t.Error) > 100:
-			cut := max(len(t.Error)-over-len("…")-16, 80)
-			for cut > 0 && !utf8.RuneStart(t.Error[cut]) {
-				cut--
+		case len(t.Error) > 210 && t.Tenants != nil && len(t.Tenants.Failed) > 0:
+			// Keep room for the failed tenants' names: they matter more
+			// than the rest of the message, which names the first ones.
+			t.Error = cutUTF8(t.Error, max(len(t.Error)-over-len("…"), 200))
+		case t.Tenants != nil && len(t.Tenants.Failed) > 0:
+			// Dropping over/(longest entry) entries, at least one, never
+			// drops more than needed and converges in a few rounds.
+			longest := 0
+			for _, f := range t.Tenants.Failed {
+				longest = max(longest, len(f.Tenant)+len(f.Kind))
 			}
-			t.Error = t.Error[:cut] + "…"
+			drop := min(len(t.Tenants.Failed), max(1, over/(longest+len(`{"tenant":"","kind":""},`)+8)))
+			t.Tenants.Failed = t.Tenants.Failed[:len(t.Tenants.Failed)-drop]
+			t.Tenants.FailedOmitted += drop
+		case len(t.Error) > 100:
+			t.Error = cutUTF8(t.Error, max(len(t.Error)-over-len("…")-16, 80))
 		default:
 			t.Applied = nil
 			t.Error = ""
 		}
 	}
+}
+
+// cutUTF8 shortens s to at most n bytes on a rune boundary, marked "…".
+func cutUTF8(s string, n int) string {
+	if n >= len(s) {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // writeTermination writes the summary, with secrets redacted. Outside

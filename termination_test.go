@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,4 +90,32 @@ func TestTerminationFitsKubernetesLimit(t *testing.T) {
 			t.Fatalf("%s: applied_count = %v", tc.name, m["applied_count"])
 		}
 	}
+}
+
+// TestTerminationTenantsFit: thousands of failed tenants and a long error
+// still fit in 4 KiB; the names kept plus failed_omitted account for all.
+func TestTerminationTenantsFit(t *testing.T) {
+	e := &env{runID: uuid.New()}
+	tt := &tenantsTermination{Total: 5000, FailedCount: 3000}
+	for i := range 3000 {
+		tt.Failed = append(tt.Failed, failedTenant{Tenant: fmt.Sprintf("tenant_with_a_longish_name_%05d", i), Kind: "migration"})
+	}
+	term := newTermination(e, nil, 1, errors.New(strings.Repeat("é", 3000)), 1000)
+	term.Tenants = tt
+	b := term.encode()
+	var m struct {
+		Error   string             `json:"error"`
+		Tenants tenantsTermination `json:"tenants"`
+	}
+	if len(b) > maxTermination || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("%d bytes, valid JSON %v", len(b), json.Valid(b))
+	}
+	kept := len(m.Tenants.Failed)
+	if kept == 0 || kept+m.Tenants.FailedOmitted != 3000 || m.Tenants.FailedCount != 3000 || len(m.Error) < 100 {
+		t.Fatalf("kept %d, omitted %d, error %d bytes", kept, m.Tenants.FailedOmitted, len(m.Error))
+	}
+	if len(b) < maxTermination-200 {
+		t.Fatalf("only %d bytes used: cut more than needed", len(b))
+	}
+	t.Logf("3000 failed tenants: %d named in %d bytes, %d omitted", kept, len(b), m.Tenants.FailedOmitted)
 }

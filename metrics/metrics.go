@@ -53,6 +53,19 @@ type Run struct {
 	ApplyTried         bool
 	Applied            int
 	LockTimeoutRetries int
+
+	// Tenants is set by a multi-tenant run, which pushes no lock or schema
+	// families (they describe one history table).
+	Tenants *Tenants
+}
+
+// Tenants counts the tenants of a multi-tenant run (its shard's, when
+// sharded).
+type Tenants struct {
+	Total   int // tenants of the run
+	Pending int // not confirmed current at the end: failed, skipped or not attempted
+	Failed  int
+	Applied int // tenants this run migrated
 }
 
 // Succeeded reports whether the run confirmed the schema is current.
@@ -93,7 +106,9 @@ func boolf(b bool) float64 {
 //     lock_timeout_retries;
 //   - runs that know the schema: schema_version, migrations_pending;
 //   - successful runs: last_success_timestamp_seconds;
-//   - failed runs: last_failure_timestamp_seconds, last_failure{kind}.
+//   - failed runs: last_failure_timestamp_seconds, last_failure{kind};
+//   - multi-tenant runs: tenants_total, tenants_pending, tenants_failed,
+//     tenants_applied.
 func (r Run) Registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	family(reg, "build_info", "Version of the lockmigrate binary of the last run (always 1).", "version").
@@ -124,6 +139,12 @@ func (r Run) Registry() *prometheus.Registry {
 	if r.SchemaKnown {
 		gauge(reg, "schema_version", "Highest applied migration version, as last confirmed.", float64(r.SchemaVersion))
 		gauge(reg, "migrations_pending", "Migrations of the binary not yet applied, as last confirmed.", float64(r.Pending))
+	}
+	if t := r.Tenants; t != nil {
+		gauge(reg, "tenants_total", "Tenants of the last multi-tenant run (of its shard).", float64(t.Total))
+		gauge(reg, "tenants_pending", "Tenants the last multi-tenant run left not confirmed current (failed, skipped or not attempted).", float64(t.Pending))
+		gauge(reg, "tenants_failed", "Tenants whose migration failed in the last multi-tenant run.", float64(t.Failed))
+		gauge(reg, "tenants_applied", "Tenants the last multi-tenant run applied migrations to.", float64(t.Applied))
 	}
 	if r.Succeeded() {
 		gauge(reg, "last_success_timestamp_seconds", "Unix time of the last run that confirmed the schema current (applied, up_to_date or waited).", unix(r.End))

@@ -48,6 +48,12 @@ func TestFamiliesByRun(t *testing.T) {
 		}, []string{"last_lock_conflict_timestamp_seconds", "lock_acquired", "lock_attempts", "lock_wait_seconds"}},
 		{"failed to connect", func(r Run) Run { r.Outcome, r.ErrorKind = "failed", "connect"; return r },
 			[]string{"last_failure", "last_failure_timestamp_seconds"}},
+		{"tenants, one failed", func(r Run) Run {
+			r.Outcome, r.ErrorKind, r.ApplyTried, r.Applied = "failed", "migration", true, 40
+			r.Tenants = &Tenants{Total: 10, Pending: 1, Failed: 1, Applied: 9}
+			return r
+		}, []string{"last_failure", "last_failure_timestamp_seconds", "lock_timeout_retries", "migrations_applied",
+			"tenants_applied", "tenants_failed", "tenants_pending", "tenants_total"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

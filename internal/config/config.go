@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -54,6 +55,14 @@ type Config struct {
 	PushgatewayGrouping     string        `env:"LOCKMIGRATE_PUSHGATEWAY_GROUPING" help:"extra grouping labels, k=v,k=v (never a pod name: the Pushgateway keeps every group forever)"`
 	// Grouping is PushgatewayGrouping parsed.
 	Grouping map[string]string `env:"-"`
+
+	TenantsQuery       string `env:"LOCKMIGRATE_TENANTS_QUERY" help:"multi-tenant mode: SQL returning one text column of schema names; the migrations are applied to each, with its own history table and lock"`
+	TenantConcurrency  int    `env:"LOCKMIGRATE_TENANT_CONCURRENCY" envDefault:"4" help:"multi-tenant mode: tenants migrated at once, one connection each (1 to 256)"`
+	TenantFailFast     bool   `env:"LOCKMIGRATE_TENANT_FAIL_FAST" envDefault:"false" help:"multi-tenant mode: start no tenant after the first failure"`
+	Shards             int    `env:"LOCKMIGRATE_SHARDS" envDefault:"1" help:"multi-tenant mode: split the tenants into this many shards (FNV-1a of the name); this runner takes shard JOB_COMPLETION_INDEX"`
+	JobCompletionIndex string `env:"JOB_COMPLETION_INDEX" help:"set by Kubernetes in an Indexed Job: the shard this runner takes (0 to LOCKMIGRATE_SHARDS-1)"`
+	// ShardIndex is JobCompletionIndex parsed (0 when unset).
+	ShardIndex int `env:"-"`
 
 	LogFormat string `env:"LOCKMIGRATE_LOG_FORMAT" envDefault:"json" oneof:"json,text" help:"log format (one event per line on stderr)"`
 	LogLevel  string `env:"LOCKMIGRATE_LOG_LEVEL" envDefault:"info" oneof:"debug,info,warn,error" help:"lowest level logged"`
@@ -264,9 +273,49 @@ func (c *Config) validate() []*Error {
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_GROUPING", Value: c.PushgatewayGrouping,
 			Accept: "comma-separated name=value pairs of label names other than job and instance", Err: err})
 	}
+	errs = append(errs, c.validateTenants()...)
 	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
 		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
 	}
+	return errs
+}
+
+// validateTenants checks the multi-tenant variables. Sharding means nothing
+// without a tenants query; an index is required with more than one shard
+// and must name one of them (an Indexed Job with more completions than
+// LOCKMIGRATE_SHARDS would otherwise leave pods with nothing to do, or
+// tenants to nobody).
+func (c *Config) validateTenants() []*Error {
+	var errs []*Error
+	if c.TenantConcurrency < 1 || c.TenantConcurrency > 256 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_TENANT_CONCURRENCY", Value: fmt.Sprint(c.TenantConcurrency), Accept: "a whole number from 1 to 256"})
+	}
+	if c.Shards < 1 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_SHARDS", Value: fmt.Sprint(c.Shards), Accept: "a whole number, 1 or more"})
+		return errs
+	}
+	if c.TenantsQuery == "" {
+		if c.Shards > 1 {
+			errs = append(errs, &Error{Var: "LOCKMIGRATE_SHARDS", Value: fmt.Sprint(c.Shards), Accept: "1 unless LOCKMIGRATE_TENANTS_QUERY is set (shards split tenants)"})
+		}
+		return errs
+	}
+	if c.LockKey != "" {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_LOCK_KEY", Value: c.LockKey, Accept: "unset with LOCKMIGRATE_TENANTS_QUERY (every tenant has its own key, derived from <tenant>.<table>)"})
+	}
+	if strings.TrimSpace(c.JobCompletionIndex) == "" {
+		if c.Shards > 1 {
+			errs = append(errs, &Error{Var: "JOB_COMPLETION_INDEX", Accept: fmt.Sprintf("a shard index from 0 to %d, required with LOCKMIGRATE_SHARDS=%d (Kubernetes sets it in an Indexed Job)", c.Shards-1, c.Shards)})
+		}
+		return errs
+	}
+	i, err := strconv.Atoi(strings.TrimSpace(c.JobCompletionIndex))
+	if err != nil || i < 0 || i >= c.Shards {
+		errs = append(errs, &Error{Var: "JOB_COMPLETION_INDEX", Value: c.JobCompletionIndex,
+			Accept: fmt.Sprintf("a whole number from 0 to %d (LOCKMIGRATE_SHARDS=%d)", c.Shards-1, c.Shards)})
+		return errs
+	}
+	c.ShardIndex = i
 	return errs
 }
 

@@ -18,7 +18,7 @@ func TestDefaults(t *testing.T) {
 		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
-		LogFormat: "json", LogLevel: "info"}
+		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}
@@ -91,6 +91,46 @@ func TestBaselineVersion(t *testing.T) {
 			t.Errorf("%q: got %v, %v; want %d", tt.value, cfg, err, tt.want)
 		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
 			t.Errorf("%q: error %v, want one containing %q", tt.value, err, tt.err)
+		}
+	}
+}
+
+// TestTenantVariables: the multi-tenant variables are checked together,
+// each invalid one named.
+func TestTenantVariables(t *testing.T) {
+	const q = "SELECT nspname FROM pg_namespace"
+	tests := []struct {
+		env       map[string]string
+		bad       string // the variable named, "" when valid
+		wantIndex int
+	}{
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q}, "", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_SHARDS": "4", "JOB_COMPLETION_INDEX": "3"}, "", 3},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "JOB_COMPLETION_INDEX": "0"}, "", 0},
+		{map[string]string{"JOB_COMPLETION_INDEX": "7"}, "", 0}, // not tenant mode: Kubernetes' variable, ignored
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_SHARDS": "4", "JOB_COMPLETION_INDEX": "4"}, "JOB_COMPLETION_INDEX", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_SHARDS": "4", "JOB_COMPLETION_INDEX": "-1"}, "JOB_COMPLETION_INDEX", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_SHARDS": "4", "JOB_COMPLETION_INDEX": "x"}, "JOB_COMPLETION_INDEX", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_SHARDS": "4"}, "JOB_COMPLETION_INDEX", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "JOB_COMPLETION_INDEX": "1"}, "JOB_COMPLETION_INDEX", 0},
+		{map[string]string{"LOCKMIGRATE_SHARDS": "2", "JOB_COMPLETION_INDEX": "1"}, "LOCKMIGRATE_SHARDS", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_SHARDS": "0"}, "LOCKMIGRATE_SHARDS", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_TENANT_CONCURRENCY": "0"}, "LOCKMIGRATE_TENANT_CONCURRENCY", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_TENANT_CONCURRENCY": "257"}, "LOCKMIGRATE_TENANT_CONCURRENCY", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_TENANT_CONCURRENCY": "many"}, "LOCKMIGRATE_TENANT_CONCURRENCY", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_TENANT_FAIL_FAST": "yes please"}, "LOCKMIGRATE_TENANT_FAIL_FAST", 0},
+		{map[string]string{"LOCKMIGRATE_TENANTS_QUERY": q, "LOCKMIGRATE_LOCK_KEY": "42"}, "LOCKMIGRATE_LOCK_KEY", 0},
+	}
+	for _, tt := range tests {
+		cfg, err := Load(func(k string) string { return tt.env[k] })
+		var ce *Error
+		switch {
+		case tt.bad == "" && err != nil:
+			t.Errorf("%v: %v", tt.env, err)
+		case tt.bad == "" && cfg.ShardIndex != tt.wantIndex:
+			t.Errorf("%v: shard index %d, want %d", tt.env, cfg.ShardIndex, tt.wantIndex)
+		case tt.bad != "" && (!errors.As(err, &ce) || ce.Var != tt.bad):
+			t.Errorf("%v: error %v, want one naming %s", tt.env, err, tt.bad)
 		}
 	}
 }

@@ -81,6 +81,7 @@ func TestChartRender(t *testing.T) {
 				checkHookAnnotations(t, what, job.Annotations, weight, jobDeletePolicy)
 				c := checkJob(t, what, job, v.str("job.onLocked"))
 				checkValuesEnv(t, what, v, job.Spec.Template.Spec, c, true)
+				checkShards(t, what, v, job)
 				if got, want := *job.Spec.BackoffLimit, v.get("job.backoffLimit"); float64(got) != want {
 					t.Errorf("%s: backoffLimit %d, values %v", what, got, want)
 				}
@@ -215,12 +216,49 @@ func checkValuesEnv(t *testing.T, what string, v values, ps corev1.PodSpec, c co
 			}
 		}
 	}
+	if q := v.str("tenants.query"); q != "" {
+		literal("LOCKMIGRATE_TENANTS_QUERY", q)
+		literal("LOCKMIGRATE_TENANT_CONCURRENCY", v.str("tenants.concurrency"))
+		literal("LOCKMIGRATE_TENANT_FAIL_FAST", map[bool]string{true: "true"}[v.bool("tenants.failFast")])
+		shards := ""
+		if job && v.get("tenants.shards").(float64) > 1 {
+			shards = v.str("tenants.shards")
+		}
+		literal("LOCKMIGRATE_SHARDS", shards) // the init container never shards
+	} else {
+		for _, name := range []string{"LOCKMIGRATE_TENANTS_QUERY", "LOCKMIGRATE_TENANT_CONCURRENCY", "LOCKMIGRATE_TENANT_FAIL_FAST", "LOCKMIGRATE_SHARDS"} {
+			literal(name, "")
+		}
+	}
+	// Kubernetes sets the index of an Indexed Job's pod itself.
+	literal("JOB_COMPLETION_INDEX", "")
 	extra, _ := v.get("extraEnv").([]any)
 	for _, x := range extra {
 		name, _ := x.(map[string]any)["name"].(string)
 		if _, ok := envOf(c, name); !ok {
 			t.Errorf("%s: extraEnv %s missing", what, name)
 		}
+	}
+}
+
+// checkShards: with tenants.shards above 1 (and a tenants query) the hook
+// Job is an Indexed Job running every shard at once; otherwise it is the
+// ordinary one-pod Job.
+func checkShards(t *testing.T, what string, v values, job *batchv1.Job) {
+	t.Helper()
+	s := job.Spec
+	shards := int32(v.get("tenants.shards").(float64))
+	if v.str("tenants.query") != "" && shards > 1 {
+		if s.CompletionMode == nil || *s.CompletionMode != batchv1.IndexedCompletion ||
+			s.Completions == nil || *s.Completions != shards || s.Parallelism == nil || *s.Parallelism != shards {
+			t.Errorf("%s: completionMode %s, completions %s, parallelism %s; want Indexed, %d, %d",
+				what, ptrStr(s.CompletionMode), ptrStr(s.Completions), ptrStr(s.Parallelism), shards, shards)
+		}
+		return
+	}
+	if s.CompletionMode != nil || s.Completions != nil || s.Parallelism != nil {
+		t.Errorf("%s: completionMode %s, completions %s, parallelism %s; want unset (one pod)",
+			what, ptrStr(s.CompletionMode), ptrStr(s.Completions), ptrStr(s.Parallelism))
 	}
 }
 
@@ -264,6 +302,11 @@ func TestChartSchemaRejectsTypos(t *testing.T) {
 		{"pushgateway.url=pushgateway:9091", "url"},
 		{"pushgateway.grouping.instance=x", "instance"},
 		{"job.hookWeight=early", "hookWeight"},
+		{"tenants.shard=4", "shard"},
+		{"tenants.concurrency=0", "concurrency"},
+		{"tenants.concurrency=257", "concurrency"},
+		{"tenants.shards=0", "shards"},
+		{"tenants.failFast=maybe", "failFast"},
 	} {
 		t.Run(c.set, func(t *testing.T) {
 			t.Parallel()
@@ -286,6 +329,7 @@ func TestChartRequiredValues(t *testing.T) {
 		{"pg without host", []string{"--set", "database.mode=pg"}, "database.pg.host is required"},
 		{"Pushgateway password without user", []string{"--set", "database.existingSecret=s,pushgateway.url=http://pg:9091,pushgateway.existingSecret=p"},
 			"pushgateway.username is required"},
+		{"shards without a tenants query", []string{"--set", "database.existingSecret=s,tenants.shards=4"}, "tenants.shards above 1 requires tenants.query"},
 		{"init container only, no database Secret", []string{"--set", "job.enabled=false,example.deployment.enabled=true"}, "database.existingSecret is required"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

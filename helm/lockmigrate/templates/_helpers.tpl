@@ -128,7 +128,8 @@ lockmigrate.literalEnv: env entries with literal values from a list of
 {{/*
 lockmigrate.env: the container's environment. Context: dict "root" <chart
 context> "onLocked" skip|wait, and optionally "waitTimeout" (overrides
-config.waitTimeout).
+config.waitTimeout) and "sharded" (true for the hook Job: LOCKMIGRATE_SHARDS
+with tenants.shards; JOB_COMPLETION_INDEX comes from Kubernetes).
 */}}
 {{- define "lockmigrate.env" -}}
 {{- $v := .root.Values }}
@@ -192,6 +193,23 @@ config.waitTimeout).
 {{- if $c.allowOutOfOrder }}
 - name: LOCKMIGRATE_ALLOW_OUT_OF_ORDER
   value: "true"
+{{- end }}
+{{- $t := $v.tenants }}
+{{- if $t.query }}
+- name: LOCKMIGRATE_TENANTS_QUERY
+  value: {{ $t.query | quote }}
+- name: LOCKMIGRATE_TENANT_CONCURRENCY
+  value: {{ $t.concurrency | toString | quote }}
+{{- if $t.failFast }}
+- name: LOCKMIGRATE_TENANT_FAIL_FAST
+  value: "true"
+{{- end }}
+{{- if and .sharded (gt (int $t.shards) 1) }}
+- name: LOCKMIGRATE_SHARDS
+  value: {{ $t.shards | toString | quote }}
+{{- end }}
+{{- else if gt (int $t.shards) 1 }}
+{{- fail "tenants.shards above 1 requires tenants.query (shards split the tenants the query returns)" }}
 {{- end }}
 {{- $p := $v.pushgateway }}
 {{- if $p.url }}
@@ -266,7 +284,7 @@ must include these in its volumes. Context: the chart context.
 {{/*
 lockmigrate.container: the lockmigrate container (a mapping, not a list
 item). Context: dict "root" <chart context> "name" NAME "onLocked" skip|wait
-and optionally "waitTimeout".
+and optionally "waitTimeout" and "sharded".
 The image's entrypoint runs `lockmigrate migrate`; no command or args.
 */}}
 {{- define "lockmigrate.container" -}}
@@ -275,7 +293,7 @@ name: {{ .name }}
 image: {{ include "lockmigrate.image" .root | quote }}
 imagePullPolicy: {{ $v.image.pullPolicy }}
 env:
-  {{- include "lockmigrate.env" (dict "root" .root "onLocked" .onLocked "waitTimeout" .waitTimeout) | trim | nindent 2 }}
+  {{- include "lockmigrate.env" (dict "root" .root "onLocked" .onLocked "waitTimeout" .waitTimeout "sharded" .sharded) | trim | nindent 2 }}
 {{- with include "lockmigrate.volumeMounts" .root | trim }}
 volumeMounts:
   {{- . | nindent 2 }}
