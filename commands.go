@@ -75,7 +75,7 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return exitUsage
 	}
 	start := time.Now()
-	e, err := setup(getenv, stderr, "migrate")
+	e, err := setup(ctx, getenv, stderr, "migrate")
 	var (
 		res    *runner.Result
 		holder *lock.Holder
@@ -99,6 +99,7 @@ func cmdMigrate(ctx context.Context, args []string, getenv func(string) string, 
 // included): the termination message, the metrics push (once the
 // configuration could be read) and the one "run finished" event.
 func (e *env) finish(ctx context.Context, start time.Time, res *runner.Result, holder *lock.Holder, err error) int {
+	e.dropEarly(ctx) // only when the run never got as far as connecting
 	code := exitCode(ctx, err)
 	end := time.Now()
 	attrs := []slog.Attr{
@@ -163,7 +164,7 @@ func (e *env) metricsRun(res *runner.Result, code int, start, end time.Time) met
 func (e *env) pushMetrics(ctx context.Context, run metrics.Run) bool {
 	p := metrics.Pusher{URL: e.cfg.PushgatewayURL, Job: e.cfg.PushgatewayJob, Grouping: e.cfg.Grouping,
 		Username: e.cfg.PushgatewayUsername, Password: e.cfg.PushgatewayPassword, Timeout: e.cfg.PushgatewayTimeout}
-	if err := p.Push(context.WithoutCancel(ctx), run.Registry()); err != nil {
+	if err := p.Push(context.WithoutCancel(ctx), run.Families()); err != nil {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "metrics push failed; the run's result is unaffected",
 			slog.String("error", err.Error()), slog.Duration("timeout", e.cfg.PushgatewayTimeout))
 		return false
@@ -204,7 +205,7 @@ func cmdStatus(ctx context.Context, args []string, getenv func(string) string, s
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
 		return exitUsage
 	}
-	e, err := setup(getenv, stderr, "status")
+	e, err := setup(ctx, getenv, stderr, "status")
 	if err != nil {
 		return exitCode(ctx, err)
 	}
@@ -286,7 +287,7 @@ func cmdValidate(ctx context.Context, args []string, getenv func(string) string,
 	if !noArgs(args, stderr, "validate") {
 		return exitUsage
 	}
-	e, err := setup(getenv, stderr, "validate")
+	e, err := setup(ctx, getenv, stderr, "validate")
 	if err != nil {
 		return exitCode(ctx, err)
 	}
@@ -318,7 +319,7 @@ func cmdResolve(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stderr, "lockmigrate: resolve: want a positive version and applied or retry, got %q\n", args)
 		return exitUsage
 	}
-	e, err := setup(getenv, stderr, "resolve")
+	e, err := setup(ctx, getenv, stderr, "resolve")
 	if err != nil {
 		return exitCode(ctx, err)
 	}
