@@ -12,7 +12,7 @@ help:
 	@echo '  make demo    8 replicas race against a throwaway PostgreSQL 15 (scripts/demo.sh)'
 	@echo '  make test    gofmt, go vet and go test -race (scripts/test.sh; TESTARGS=... for go test)'
 	@echo '  make bench   lockmigrate vs a floor and goose/golang-migrate/tern on a throwaway PostgreSQL 15 (bench/run.sh; writes bench/RESULTS.md)'
-	@echo '  make build   build bin/lockmigrate (VERSION=$(VERSION))'
+	@echo '  make build   build a static bin/lockmigrate (VERSION=$(VERSION))'
 	@echo '  make vet     go vet ./...'
 	@echo '  make fmt     gofmt -w the Go files'
 	@echo '  make clean   remove bin/'
@@ -24,7 +24,7 @@ test:
 	bash scripts/test.sh $(TESTARGS)
 
 build:
-	go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/lockmigrate .
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/lockmigrate .
 
 vet:
 	go vet ./...

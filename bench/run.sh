@@ -157,8 +157,9 @@ while read -r name path; do ln -sf "$path" "$BIN/$name"; done <<<"$peers"
 info "building lockmigrate, floor, rtproxy, report"
 (
 	cd "$REPO"
-	go build -trimpath -ldflags "-s -w" -o "$BIN/lockmigrate" .
-	go build -trimpath -ldflags "-s -w" -o "$BIN/floor" ./bench/floor
+	# Static, as the image ships it (Dockerfile) and as the peers are built.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/lockmigrate" .
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/floor" ./bench/floor
 	go build -o "$BIN/rtproxy" ./bench/rtproxy
 	go build -o "$BIN/report" ./bench/report
 )
@@ -185,7 +186,7 @@ meta memory "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 meta kernel "$(uname -r)"
 meta go "$(go version | cut -d' ' -f3-)"
 meta hyperfine "$(hyperfine --version | cut -d' ' -f2)"
-meta lockmigrate_version "$LOCKMIGRATE_REV (go build -trimpath -ldflags \"-s -w\")"
+meta lockmigrate_version "$LOCKMIGRATE_REV (CGO_ENABLED=0 go build -trimpath -ldflags \"-s -w\")"
 for t in goose migrate tern; do
 	meta "${t}_version" "$(go version -m "$BIN/$t" | awk '$1 == "mod" {print $2 "@" $3; exit}')"
 done
@@ -310,7 +311,7 @@ step "Generating migration sets"
 if has noop; then
 	gen_set noop "$NOOP_SET"
 	cp "$SETS/noop/lockmigrate/"*.sql "$WORK/src/migrations/"
-	(cd "$WORK/src" && go build -trimpath -ldflags "-s -w" -o "$BIN/lockmigrate-embedded" .)
+	(cd "$WORK/src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/lockmigrate-embedded" .)
 fi
 if has apply || has rt; then gen_set apply "$APPLY_SET"; fi
 has rt && gen_set small "$RT_SMALL"

@@ -253,7 +253,7 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/demo?sslmode=disable"
 info "running in $WORK, database demo at $DATABASE_URL"
 
 step "Build"
-(cd "$REPO" && go build -o "$WORK/lockmigrate" .)
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$WORK/lockmigrate" .)
 BIN="$WORK/lockmigrate"
 EXPECTED=$(find "$REPO/migrations" -maxdepth 1 -name '*.sql' | wc -l)
 info "$("$BIN" version), $EXPECTED embedded migrations"

@@ -586,7 +586,7 @@ func (r *report) sizes(b *strings.Builder) {
 		size[row[0]] = num(row[1])
 	}
 	fp, fpv := fastestPeer(size)
-	fmt.Fprintf(b, "## 4. Binary sizes\n\nAs built here: lockmigrate and the floor with `go build -trimpath -ldflags \"-s -w\"`, the peers with `go install -trimpath -ldflags \"-s -w\"` (goose with the driver-exclusion tags, golang-migrate with `-tags postgres`). 1 MB = 10⁶ bytes.\n\n")
+	fmt.Fprintf(b, "## 4. Binary sizes\n\nAs built here, all static (CGO_ENABLED=0, as the image ships lockmigrate): lockmigrate and the floor with `go build -trimpath -ldflags \"-s -w\"`, the peers with `go install -trimpath -ldflags \"-s -w\"` (goose with the driver-exclusion tags, golang-migrate with `-tags postgres`). 1 MB = 10⁶ bytes.\n\n")
 	fmt.Fprintf(b, "| tool | bytes | MB | × floor | × smallest peer (%s) |\n|---|---:|---:|---:|---:|\n", label[fp])
 	for _, t := range tools {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", label[t], fmtF(size[t], 0), fmtF(size[t]/mb, 2), fmtRatio(size[t], size["floor"]), fmtRatio(size[t], fpv))
