@@ -41,7 +41,7 @@ func cmdAdopt(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stderr, "lockmigrate: usage: %s (got %q)\n", adoptUsage, append([]string{tool}, rest...))
 		return exitUsage
 	}
-	e, err := setup(getenv, stderr, "adopt")
+	e, err := setup(ctx, getenv, stderr, "adopt")
 	if err != nil {
 		return exitCode(ctx, err)
 	}

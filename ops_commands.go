@@ -70,7 +70,7 @@ func cmdUnlock(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprintln(stderr, "lockmigrate: usage: lockmigrate unlock [--force [--pid PID] [--timeout DURATION]] [--json]")
 		return exitUsage
 	}
-	e, err := setup(getenv, stderr, "unlock")
+	e, err := setup(ctx, getenv, stderr, "unlock")
 	if err != nil {
 		return exitCode(ctx, err)
 	}
@@ -245,7 +245,7 @@ func cmdPlan(ctx context.Context, args []string, getenv func(string) string, std
 	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
 		return exitUsage
 	}
-	e, err := setup(getenv, stderr, "plan")
+	e, err := setup(ctx, getenv, stderr, "plan")
 	if err != nil {
 		return exitCode(ctx, err)
 	}

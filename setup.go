@@ -36,19 +36,22 @@ type env struct {
 	red *redactor
 	// termLog is the termination-message path.
 	termLog string
+	// early is the migrate run's connection while it is being opened.
+	early *earlyConn
 }
 
 // setup reads the configuration and the migration set and builds the
 // logger. On failure it logs the error and returns it, with an env that
 // still has its logger, redactor and termination-log path; the caller maps
 // the error to the exit code.
-func setup(getenv func(string) string, stderr io.Writer, command string) (*env, error) {
+func setup(ctx context.Context, getenv func(string) string, stderr io.Writer, command string) (*env, error) {
 	// Secrets known before parsing are redacted from the very first line.
 	red := newRedactor(stderr, getenv("PGPASSWORD"), passwordInURL(getenv("DATABASE_URL")),
 		getenv("LOCKMIGRATE_PUSHGATEWAY_PASSWORD"), passwordInURL(getenv("LOCKMIGRATE_PUSHGATEWAY_URL")))
 	e := &env{runID: uuid.New(), red: red, termLog: getenv("LOCKMIGRATE_TERMINATION_LOG")}
 	e.log = newLogger("json", "info", red).With(slog.String("run_id", e.runID.String()), slog.String("command", command))
 	fail := func(msg string, err error) (*env, error) {
+		e.dropEarly(ctx)
 		e.log.Error(msg, "error", err.Error(), "exit_code", exitCode(context.Background(), err))
 		return e, err
 	}
@@ -81,6 +84,9 @@ func setup(getenv func(string) string, stderr io.Writer, command string) (*env, 
 		// unlock needs only the key: a broken migration set must not keep
 		// an operator from freeing the lock.
 		return e, nil
+	}
+	if command == "migrate" && cfg.TenantsQuery == "" {
+		e.connectEarly(ctx)
 	}
 	var fsys fs.FS = migrations.FS
 	source := "embedded"
@@ -115,7 +121,16 @@ func passwordInURL(s string) string {
 
 // connect opens the dedicated connection.
 func (e *env) connect(ctx context.Context) (*pgx.Conn, error) {
-	conn, attempts, err := dbconn.Connect(ctx, e.connCfg, e.cfg.ConnectTimeout, e.log)
+	var (
+		conn     *pgx.Conn
+		attempts int
+		err      error
+	)
+	if ec, ok := e.takeEarly(); ok {
+		conn, attempts, err = ec.conn, ec.attempts, ec.err
+	} else {
+		conn, attempts, err = dbconn.Connect(ctx, e.connCfg, e.cfg.ConnectTimeout, e.log)
+	}
 	e.connectAttempts = attempts
 	if err != nil {
 		return nil, err
