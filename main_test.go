@@ -552,34 +552,14 @@ func TestSignals(t *testing.T) {
 func TestConcurrentProcesses(t *testing.T) {
 	const replicas = 20
 	url, _ := secretDB(t)
-	type proc struct {
-		cmd            *exec.Cmd
-		gate           io.WriteCloser
-		stdout, stderr bytes.Buffer
-	}
-	procs := make([]*proc, replicas)
+	procs := make([]*gatedProc, replicas)
 	for i := range procs {
-		p := &proc{}
-		p.cmd = exec.Command("sh", "-c", `cat >/dev/null; exec "$1"`, "sh", binary)
-		p.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DATABASE_URL=" + url, fmt.Sprintf("POD_NAME=replica-%d", i)}
-		p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-		var err error
-		if p.gate, err = p.cmd.StdinPipe(); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		procs[i] = p
+		procs[i] = startGated(t, map[string]string{"DATABASE_URL": url, "POD_NAME": fmt.Sprintf("replica-%d", i)})
 	}
-	for _, p := range procs {
-		p.gate.Close()
-	}
+	releaseAll(procs)
 	outcomes := map[string]int{}
 	for i, p := range procs {
-		err := p.cmd.Wait()
-		r := result{code: p.cmd.ProcessState.ExitCode(), stderr: p.stderr.String()}
-		checkNoSecrets(t, p.stdout.String(), r.stderr)
+		r, err := p.wait(t)
 		if err != nil || r.code != 0 {
 			t.Fatalf("replica %d: exit %d (%v)\n%s", i, r.code, err, r.stderr)
 		}
@@ -699,4 +679,47 @@ func TestKilledMidNoTransactionMigration(t *testing.T) {
 		t.Fatalf("run after resolve: exit %d\n%s", r.code, r.stderr)
 	}
 	assertNoAdvisoryLocks(t, url)
+}
+
+// gatedProc is the built binary started behind a gate: it blocks reading its
+// stdin until releaseAll closes it, so many processes start work at once.
+type gatedProc struct {
+	cmd            *exec.Cmd
+	gate           io.WriteCloser
+	stdout, stderr bytes.Buffer
+}
+
+// startGated starts the binary with exactly env (plus PATH), held at the gate.
+func startGated(t testing.TB, env map[string]string) *gatedProc {
+	t.Helper()
+	p := &gatedProc{cmd: exec.Command("sh", "-c", `cat >/dev/null; exec "$1"`, "sh", binary)}
+	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	var err error
+	if p.gate, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// releaseAll opens every gate, as close together as the loop allows.
+func releaseAll(procs []*gatedProc) {
+	for _, p := range procs {
+		p.gate.Close()
+	}
+}
+
+// wait waits for the process and checks its output for secrets.
+func (p *gatedProc) wait(t testing.TB) (result, error) {
+	t.Helper()
+	err := p.cmd.Wait()
+	r := result{code: p.cmd.ProcessState.ExitCode(), stdout: p.stdout.String(), stderr: p.stderr.String()}
+	checkNoSecrets(t, r.stdout, r.stderr)
+	return r, err
 }

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -132,41 +128,19 @@ func TestTenantsFailureIsolation(t *testing.T) {
 func TestTenantShards(t *testing.T) {
 	const n, shards = 1000, 4
 	url, env := tenantDB(t, n)
-	type proc struct {
-		cmd            *exec.Cmd
-		gate           io.WriteCloser
-		stdout, stderr bytes.Buffer
-	}
-	var procs []*proc
+	var procs []*gatedProc
 	for i := range shards + 1 {
 		e := with(env, "POD_NAME", fmt.Sprintf("migrate-%d", i))
 		if i < shards {
 			e = with(e, "LOCKMIGRATE_SHARDS", fmt.Sprint(shards), "JOB_COMPLETION_INDEX", fmt.Sprint(i))
 		}
-		p := &proc{cmd: exec.Command("sh", "-c", `cat >/dev/null; exec "$1"`, "sh", binary)}
-		p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-		for k, v := range e {
-			p.cmd.Env = append(p.cmd.Env, k+"="+v)
-		}
-		p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-		var err error
-		if p.gate, err = p.cmd.StdinPipe(); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		procs = append(procs, p)
+		procs = append(procs, startGated(t, e))
 	}
 	start := time.Now()
-	for _, p := range procs {
-		p.gate.Close()
-	}
+	releaseAll(procs)
 	var shardTotal, applied, migrations int
 	for i, p := range procs {
-		err := p.cmd.Wait()
-		r := result{code: p.cmd.ProcessState.ExitCode(), stderr: p.stderr.String()}
-		checkNoSecrets(t, p.stdout.String(), r.stderr)
+		r, err := p.wait(t)
 		if err != nil || r.code != 0 {
 			t.Fatalf("process %d: exit %d (%v)\n%s", i, r.code, err, r.stderr)
 		}
