@@ -216,8 +216,14 @@ func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
 		fmt.Fprintf(w, "note: %d current tenant(s) have versions unknown to this migration set (a newer release migrated them)\n", n)
 	}
 	stopped := 0
-	for _, g := range tp.Groups {
-		fmt.Fprintln(w)
+	// writePending ends a non-empty table with an empty line already.
+	separate := func(i int) {
+		if i == 0 || len(tp.Groups[i-1].Pending) == 0 {
+			fmt.Fprintln(w)
+		}
+	}
+	for i, g := range tp.Groups {
+		separate(i)
 		fmt.Fprintf(w, "%d tenant(s): %s", len(g.Tenants), describePending(g.Pending))
 		if g.WithoutHistory > 0 {
 			fmt.Fprintf(w, "; %d without a history table yet", g.WithoutHistory)
@@ -242,7 +248,7 @@ func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
 		writePending(w, "  ", g.Pending)
 	}
 	if len(tp.Groups) > 0 {
-		fmt.Fprintln(w)
+		separate(len(tp.Groups))
 	}
 	switch {
 	case notCurrent == 0:
