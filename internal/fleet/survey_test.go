@@ -86,7 +86,7 @@ DROP TABLE tenant_0007.lockmigrate_history`)
 			if !got[i].AppliedAt.Equal(want[i].AppliedAt) {
 				t.Fatalf("%s row %d: applied_at %v, want %v", tenant, i, got[i].AppliedAt, want[i].AppliedAt)
 			}
-			got[i].AppliedAt, want[i].AppliedAt = want[i].AppliedAt, want[i].AppliedAt
+			got[i].AppliedAt = want[i].AppliedAt // compared with Equal above (locations differ)
 			if got[i] != want[i] {
 				t.Fatalf("%s row %d: %+v, want %+v", tenant, i, got[i], want[i])
 			}
