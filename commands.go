@@ -47,7 +47,8 @@ Usage:
                                show who holds the migration lock; --force terminates that backend
                                (pg_terminate_backend, only while it still holds the lock) and waits for the release
   lockmigrate plan [--json]    dry run: the pending migrations, their mode and statement count; takes no lock,
-                               changes nothing; offline (every migration) when no database is configured
+                               changes nothing; offline (every migration) when no database is configured;
+                               with LOCKMIGRATE_TENANTS_QUERY, tenants grouped by what would run in them
   lockmigrate version          print the version
   lockmigrate --help           this text
 

@@ -226,6 +226,8 @@ func dash(s string) string {
 type planReport struct {
 	DatabaseConsulted bool          `json:"database_consulted"`
 	Schemas           []planSection `json:"schemas"`
+	// Tenants replaces Schemas (then empty) in multi-tenant mode.
+	Tenants *tenantsPlan `json:"tenants,omitempty"`
 }
 
 // planSection adds the lock to runner's plan of one history table.
@@ -272,6 +274,9 @@ func cmdPlan(ctx context.Context, args []string, getenv func(string) string, std
 // plan returns the report, the validation problems a run would stop on, and
 // any error that kept the plan from being made.
 func (e *env) plan(ctx context.Context, online bool) (rep *planReport, problems, err error) {
+	if e.cfg.TenantsQuery != "" {
+		return e.planTenants(ctx, online)
+	}
 	var (
 		p      *runner.Plan
 		holder *lock.Holder
@@ -301,6 +306,10 @@ func (e *env) plan(ctx context.Context, online bool) (rep *planReport, problems,
 }
 
 func writePlan(w io.Writer, rep *planReport) {
+	if rep.Tenants != nil {
+		writeTenantsPlan(w, rep.Tenants)
+		return
+	}
 	if !rep.DatabaseConsulted {
 		fmt.Fprintln(w, "database: not consulted (no DATABASE_URL, DATABASE_URL_FILE or PG* connection variable is set);\n"+
 			"          every migration is listed as it would run on an empty database")
@@ -327,32 +336,67 @@ func writePlan(w io.Writer, rep *planReport) {
 				fmt.Fprintln(w, "lock: free")
 			}
 		}
-		for _, n := range s.Notes {
-			fmt.Fprintf(w, "note: %s\n", n)
-		}
-		for _, p := range s.Problems {
-			fmt.Fprintf(w, "problem: %s\n", p)
-		}
-		if len(s.Pending) > 0 {
-			tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "\nVERSION\tNAME\tMODE\tSTATEMENTS")
-			for _, m := range s.Pending {
-				n := "-"
-				if m.Mode == runner.ModeNoTransaction {
-					n = fmt.Sprint(m.Statements)
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", m.Version, m.Name, m.Mode, n)
-			}
-			tw.Flush()
-			fmt.Fprintln(w)
-		}
+		writeNotesProblems(w, "", s.Notes, s.Problems)
+		writePending(w, "", s.Pending)
 		switch {
 		case len(s.Problems) > 0:
 			fmt.Fprintf(w, "a run would stop on the problem(s) above (exit 5) and apply nothing; %d migration(s) pending\n", len(s.Pending))
 		case len(s.Pending) == 0:
 			fmt.Fprintln(w, "nothing would run: up to date")
 		default:
-			fmt.Fprintf(w, "%d migration(s) would run, in this order\n", len(s.Pending))
+			fmt.Fprintf(w, "%s, in this order\n", wouldRun(s.Pending))
 		}
 	}
+}
+
+func writeNotesProblems(w io.Writer, indent string, notes, problems []string) {
+	for _, n := range notes {
+		fmt.Fprintf(w, "%snote: %s\n", indent, n)
+	}
+	for _, p := range problems {
+		fmt.Fprintf(w, "%sproblem: %s\n", indent, p)
+	}
+}
+
+// writePending prints the table of what would run, preceded and followed
+// by an empty line; nothing when pending is empty.
+func writePending(w io.Writer, indent string, pending []runner.PlannedMigration) {
+	if len(pending) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "\n%sVERSION\tNAME\tMODE\tSTATEMENTS\n", indent)
+	for _, m := range pending {
+		n := "-"
+		if m.Mode == runner.ModeNoTransaction {
+			n = fmt.Sprint(m.Statements)
+		}
+		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\n", indent, m.Version, m.Name, modeLabel(m.Mode), n)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+// modeLabel is a mode as the text output shows it.
+func modeLabel(mode string) string {
+	if mode == runner.ModeBaseline {
+		return "baseline (not run)"
+	}
+	return mode
+}
+
+// wouldRun counts what a run would do: "3 migration(s) would run", or with
+// a baseline "2 migration(s) recorded as baseline (not run), then 3
+// migration(s) would run".
+func wouldRun(pending []runner.PlannedMigration) string {
+	baseline := 0
+	for _, m := range pending {
+		if m.Mode == runner.ModeBaseline {
+			baseline++
+		}
+	}
+	if baseline == 0 {
+		return fmt.Sprintf("%d migration(s) would run", len(pending))
+	}
+	return fmt.Sprintf("%d migration(s) would be recorded as baseline (not run), then %d would run", baseline, len(pending)-baseline)
 }

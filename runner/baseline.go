@@ -171,12 +171,7 @@ func (r *Runner) autoBaseline(ctx context.Context, res *Result, rows []HistoryRo
 			slog.Int64("baseline_version", bv), slog.Int("history_rows", len(rows)))
 		return rows, nil
 	}
-	var migs []*Migration
-	for _, m := range r.migs {
-		if m.Version <= bv {
-			migs = append(migs, m)
-		}
-	}
+	migs := autoBaselineSet(r.migs, bv)
 	if len(migs) == 0 {
 		r.log.LogAttrs(ctx, slog.LevelInfo, "LOCKMIGRATE_BASELINE_VERSION: no migration file at or below it; nothing recorded",
 			slog.Int64("baseline_version", bv))
@@ -188,6 +183,23 @@ func (r *Runner) autoBaseline(ctx context.Context, res *Result, rows []HistoryRo
 	res.Baselined = len(migs)
 	rows, _, err := r.hist.read(ctx, r.conn)
 	return rows, err
+}
+
+// autoBaselineSet is what Options.BaselineVersion records on an empty
+// history: every file at or below bv, ascending (bv need not be a file's
+// version). The run (autoBaseline) and the dry run (Plan) both use it, so
+// the plan lists exactly what a run would record.
+func autoBaselineSet(migs []*Migration, bv int64) []*Migration {
+	if bv <= 0 {
+		return nil
+	}
+	var out []*Migration
+	for _, m := range migs {
+		if m.Version <= bv {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // writeBaseline inserts one baseline row per migration in one transaction,

@@ -47,9 +47,13 @@ const (
 	ModeSharedTransaction = "shared-transaction"
 	// ModeNoTransaction: outside any transaction, one statement at a time.
 	ModeNoTransaction = "no-transaction"
+	// ModeBaseline: recorded as applied (state baseline) without being run,
+	// because Options.BaselineVersion is set and the history is empty.
+	ModeBaseline = "baseline"
 )
 
-// PlannedMigration is one migration a run would apply.
+// PlannedMigration is one migration a run would apply (or, in
+// ModeBaseline, record without running it).
 type PlannedMigration struct {
 	Version  int64  `json:"version"`
 	Name     string `json:"name"`
@@ -73,45 +77,91 @@ func (r *Runner) Plan(ctx context.Context) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := makePlan(r.migs, rows, r.opts)
-	problems := p.problems
-	for _, row := range p.running {
-		e := r.interrupted(ctx, row)
-		e.Detail = "in progress or interrupted: " + e.Detail
-		problems = append(problems, e)
-	}
-	sp := newSchemaPlan(p, r.opts, problems)
+	sp, problems := schemaPlanOf(r.migs, rows, r.opts, func(row HistoryRow) *ValidationError { return r.interrupted(ctx, row) })
 	sp.HistoryExists = exists
 	if !exists {
-		sp.Notes = append(sp.Notes, fmt.Sprintf("history table %s does not exist: the first run creates it, holding the lock", r.hist.ident))
-	}
-	if len(p.ahead) > 0 {
-		sp.Notes = append(sp.Notes, fmt.Sprintf("the database has applied versions unknown to this migration set %v "+
-			"(a newer release migrated it): a run logs a warning and continues", p.ahead))
+		sp.Notes = append([]string{fmt.Sprintf("history table %s does not exist: the first run creates it, holding the lock", r.hist.ident)}, sp.Notes...)
 	}
 	return &Plan{DatabaseConsulted: true, Schemas: []SchemaPlan{sp}}, errors.Join(problems...)
 }
 
+// PlanHistory is Plan for a history already read by the caller: rows are
+// the table's rows (every column; nil or empty for none) and exists says
+// whether the table exists. It sends no query, so it suits a fleet of
+// tenants whose rows one query per hundreds of tenants returned; a row left
+// running is reported as Plan reports it, except that INVALID indexes are
+// not looked up (the message says so). opts.Schema names the history's
+// schema. A nil plan with an error means opts are invalid; otherwise the
+// error joins the plan's *ValidationError values.
+func PlanHistory(migs []*Migration, rows []HistoryRow, exists bool, opts Options) (*SchemaPlan, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	byVersion := make(map[int64]*Migration, len(migs))
+	for _, m := range migs {
+		byVersion[m.Version] = m
+	}
+	sp, problems := schemaPlanOf(migs, rows, opts, func(row HistoryRow) *ValidationError {
+		return interruptedError(byVersion[row.Version], row, "INVALID indexes not checked by this plan "+
+			"(lockmigrate validate with LOCKMIGRATE_SCHEMA="+opts.Schema+" looks them up)")
+	})
+	sp.HistoryExists = exists
+	return &sp, errors.Join(problems...)
+}
+
 // PlanOffline lists what a run would apply to an empty database, without
-// any connection: every migration, in order, in its mode.
+// any connection: every migration, in order, in its mode (baseline for the
+// files Options.BaselineVersion would record).
 func PlanOffline(migs []*Migration, opts Options) (*Plan, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	p := makePlan(migs, nil, opts)
-	sp := newSchemaPlan(p, opts, p.problems)
-	return &Plan{Schemas: []SchemaPlan{sp}}, errors.Join(p.problems...)
+	sp, problems := schemaPlanOf(migs, nil, opts, nil)
+	return &Plan{Schemas: []SchemaPlan{sp}}, errors.Join(problems...)
 }
 
-func newSchemaPlan(p plan, opts Options, problems []error) SchemaPlan {
+// schemaPlanOf plans one history table from its rows. interrupted explains
+// a row left running (nil when there can be none: no rows). The problems
+// are those a run would stop on, computed as Migrate computes them.
+func schemaPlanOf(migs []*Migration, rows []HistoryRow, opts Options, interrupted func(HistoryRow) *ValidationError) (SchemaPlan, []error) {
+	p := makePlan(migs, rows, opts)
+	problems := p.problems
+	for _, row := range p.running {
+		e := interrupted(row)
+		e.Detail = "in progress or interrupted: " + e.Detail
+		problems = append(problems, e)
+	}
 	sp := SchemaPlan{Schema: opts.Schema, Table: opts.Table, SchemaVersion: p.schemaVersion,
 		Transaction: opts.Transaction, Ahead: p.ahead, Pending: []PlannedMigration{}}
 	for _, e := range problems {
 		sp.Problems = append(sp.Problems, e.Error())
 	}
+	// A run holding the lock records these before anything else when the
+	// history is empty (autoBaseline). Migrate's lock-free fast path checks
+	// the plan of the history as it is first, so the problems above are
+	// computed without them, as a run computes them.
+	var baseline map[int64]bool
+	if bv := opts.BaselineVersion; bv > 0 {
+		set := autoBaselineSet(migs, bv)
+		switch {
+		case len(rows) > 0:
+			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d is ignored: the history is not empty", bv))
+		case len(set) == 0:
+			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d is below every migration file: nothing is recorded as baseline", bv))
+		default:
+			baseline = make(map[int64]bool, len(set))
+			for _, m := range set {
+				baseline[m.Version] = true
+			}
+			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d and the history is empty: a run records %d migration(s) "+
+				"(versions %s) as baseline without running them, then runs the newer ones", bv, len(set), joinVersions(versionsOf(set))))
+		}
+	}
 	for _, m := range p.pending {
 		pm := PlannedMigration{Version: m.Version, Name: m.Name, File: m.File, Checksum: m.Checksum, Mode: ModeTransaction}
 		switch {
+		case baseline[m.Version]:
+			pm.Mode = ModeBaseline
 		case m.NoTransaction:
 			pm.Mode, pm.Statements = ModeNoTransaction, len(m.statements)
 		case opts.Transaction == TransactionAll:
@@ -119,5 +169,9 @@ func newSchemaPlan(p plan, opts Options, problems []error) SchemaPlan {
 		}
 		sp.Pending = append(sp.Pending, pm)
 	}
-	return sp
+	if len(p.ahead) > 0 {
+		sp.Notes = append(sp.Notes, fmt.Sprintf("the database has applied versions unknown to this migration set %v "+
+			"(a newer release migrated it): a run logs a warning and continues", p.ahead))
+	}
+	return sp, problems
 }

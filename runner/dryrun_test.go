@@ -91,6 +91,23 @@ func TestPlan(t *testing.T) {
 			set:      planSet(), want: all3[2:], problem: runner.KindInterrupted},
 		{name: "database ahead", history: planSet(), set: fstest.MapFS{"1_a.sql": planSet()["1_a.sql"]},
 			want: nil, note: "unknown to this migration set [2 3]"},
+		// LOCKMIGRATE_BASELINE_VERSION: files up to it are recorded, not
+		// run, on an empty history (no table, or no rows); N need not be a
+		// file's version.
+		{name: "baseline, no history table", set: planSet(), opts: runner.Options{BaselineVersion: 2},
+			want: []planned{{1, runner.ModeBaseline, 0}, {2, runner.ModeBaseline, 0}, {3, runner.ModeTransaction, 0}},
+			note: "LOCKMIGRATE_BASELINE_VERSION=2 and the history is empty: a run records 2 migration(s) (versions 1, 2) as baseline"},
+		{name: "baseline, empty history table", set: planSet(), history: fstest.MapFS{}, extraSQL: "CREATE TABLE a (id int)",
+			opts: runner.Options{BaselineVersion: 1},
+			want: []planned{{1, runner.ModeBaseline, 0}, {2, runner.ModeNoTransaction, 3}, {3, runner.ModeTransaction, 0}}},
+		{name: "baseline between versions", set: fstest.MapFS{"1_a.sql": planSet()["1_a.sql"], "3_c.sql": planSet()["3_c.sql"]},
+			opts: runner.Options{BaselineVersion: 2}, want: []planned{{1, runner.ModeBaseline, 0}, {3, runner.ModeTransaction, 0}},
+			note: "(versions 1) as baseline"},
+		{name: "baseline below every file", set: fstest.MapFS{"3_c.sql": planSet()["3_c.sql"]},
+			opts: runner.Options{BaselineVersion: 2}, want: []planned{{3, runner.ModeTransaction, 0}},
+			note: "LOCKMIGRATE_BASELINE_VERSION=2 is below every migration file"},
+		{name: "baseline ignored: history not empty", set: planSet(), history: fstest.MapFS{"1_a.sql": planSet()["1_a.sql"]},
+			opts: runner.Options{BaselineVersion: 3}, want: all3[1:], note: "LOCKMIGRATE_BASELINE_VERSION=3 is ignored: the history is not empty"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +117,13 @@ func TestPlan(t *testing.T) {
 				r, _ := newRunner(t, url, load(t, tt.history), runner.Options{})
 				if _, err := r.Migrate(ctx); err != nil {
 					t.Fatal(err)
+				}
+				if len(tt.history) == 0 { // an empty history table
+					if _, err := check.Exec(ctx, `CREATE TABLE lockmigrate_history (version bigint PRIMARY KEY, name text NOT NULL,
+  checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT clock_timestamp(), duration_ms bigint NOT NULL DEFAULT 0,
+  applied_by text NOT NULL DEFAULT '', run_id uuid, state text NOT NULL DEFAULT 'applied', statements_done integer NOT NULL DEFAULT 0)`); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			if tt.extraSQL != "" {
@@ -158,11 +182,16 @@ func TestPlan(t *testing.T) {
 				applied = append(applied, a.Version)
 			}
 			var wantV []int64
+			baselined := 0
 			for _, w := range tt.want {
+				if w.mode == runner.ModeBaseline {
+					baselined++
+					continue
+				}
 				wantV = append(wantV, w.version)
 			}
-			if !slices.Equal(applied, wantV) {
-				t.Errorf("Migrate applied %v, plan said %v", applied, wantV)
+			if !slices.Equal(applied, wantV) || res.Baselined != baselined {
+				t.Errorf("Migrate applied %v and baselined %d, plan said %v and %d", applied, res.Baselined, wantV, baselined)
 			}
 		})
 	}
@@ -180,6 +209,12 @@ func TestPlanOffline(t *testing.T) {
 	want := []planned{{1, runner.ModeTransaction, 0}, {2, runner.ModeNoTransaction, 3}, {3, runner.ModeTransaction, 0}}
 	if got := pendingOf(sp); !slices.Equal(got, want) || sp.Schema != "app" || sp.Table != "hist" || sp.Transaction != runner.TransactionEach {
 		t.Fatalf("plan %+v", sp)
+	}
+	// Offline means an empty history: a baseline version applies.
+	p, err = runner.PlanOffline(migs, runner.Options{Schema: "app", Table: "hist", BaselineVersion: 2})
+	want = []planned{{1, runner.ModeBaseline, 0}, {2, runner.ModeBaseline, 0}, {3, runner.ModeTransaction, 0}}
+	if got := pendingOf(p.Schemas[0]); err != nil || !slices.Equal(got, want) || !strings.Contains(strings.Join(p.Schemas[0].Notes, ""), "baseline") {
+		t.Fatalf("offline with a baseline: %v, %v, notes %q", got, err, p.Schemas[0].Notes)
 	}
 	_, err = runner.PlanOffline(migs, runner.Options{Schema: "app", Table: "hist", Transaction: runner.TransactionAll})
 	var ve *runner.ValidationError

@@ -360,7 +360,22 @@ func (r *Runner) warnAhead(ctx context.Context, p plan) {
 // no-transaction migration whose run died or failed: where it stopped, what
 // INVALID indexes exist, and how to resolve it.
 func (r *Runner) interrupted(ctx context.Context, row HistoryRow) *ValidationError {
-	m := r.byVersion(row.Version)
+	var indexes string
+	switch idx, err := r.invalidIndexes(ctx); {
+	case err != nil:
+		indexes = "could not check for INVALID indexes: " + err.Error()
+	case len(idx) > 0:
+		indexes = fmt.Sprintf("INVALID indexes left behind: %s (drop them with DROP INDEX CONCURRENTLY before a retry)", strings.Join(idx, ", "))
+	default:
+		indexes = "no INVALID index found"
+	}
+	return interruptedError(r.byVersion(row.Version), row, indexes)
+}
+
+// interruptedError is interrupted's message from the row alone; indexes
+// says what is known of INVALID indexes (a caller that reads no catalog
+// says so).
+func interruptedError(m *Migration, row HistoryRow, indexes string) *ValidationError {
 	e := &ValidationError{Kind: KindInterrupted, Version: row.Version}
 	detail := fmt.Sprintf("no-transaction migration %d (%s) was interrupted after %d completed statement(s) (run %s by %q, started %s)",
 		row.Version, row.Name, row.StatementsDone, row.RunID, row.AppliedBy, row.AppliedAt.UTC().Format(time.RFC3339))
@@ -371,15 +386,7 @@ func (r *Runner) interrupted(ctx context.Context, row HistoryRow) *ValidationErr
 			detail += fmt.Sprintf("; it stopped at statement %d of %d (line %d: %q)", n+1, len(m.statements), st.Line, firstLine(st.SQL))
 		}
 	}
-	switch idx, err := r.invalidIndexes(ctx); {
-	case err != nil:
-		detail += "; could not check for INVALID indexes: " + err.Error()
-	case len(idx) > 0:
-		detail += fmt.Sprintf("; INVALID indexes left behind: %s (drop them with DROP INDEX CONCURRENTLY before a retry)", strings.Join(idx, ", "))
-	default:
-		detail += "; no INVALID index found"
-	}
-	e.Detail = detail + fmt.Sprintf("; inspect the database, finish or undo the remaining statements, then run "+
+	e.Detail = detail + "; " + indexes + fmt.Sprintf("; inspect the database, finish or undo the remaining statements, then run "+
 		"`lockmigrate resolve %d applied` (the file's effects are complete) or `lockmigrate resolve %d retry` "+
 		"(run the whole file again on the next run)", row.Version, row.Version)
 	return e

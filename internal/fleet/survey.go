@@ -1,10 +1,12 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +33,12 @@ type Survey struct {
 	Ahead []string
 	// Queries is how many queries the survey sent.
 	Queries int
+	// Rows, filled when Surveyor.KeepRows is set, holds the history rows
+	// (every column, ascending by version) of each pending tenant that has
+	// a history table, possibly none; a pending tenant absent from it has no
+	// history table. They come from the survey's own chunk queries: no
+	// query is sent per tenant.
+	Rows map[string][]runner.HistoryRow
 }
 
 // Surveyor runs the fleet fast path on one connection.
@@ -43,6 +51,13 @@ type Surveyor struct {
 	ChunkSize  int           // default DefaultChunkSize
 	Timeout    time.Duration // per query; default DefaultQueryTimeout
 	Logger     *slog.Logger  // nil discards
+	// KeepRows makes Survey read every column of the history rows and
+	// return the pending tenants' rows in Survey.Rows, for a dry run that
+	// plans each of them (plan); a run's fast path needs only version,
+	// state and checksum, which cost the server less to send. With KeepRows a
+	// chunk that cannot be read is an error (naming its tenants), since its
+	// tenants could not be planned.
+	KeepRows bool
 }
 
 // Survey lists the tenants and finds which are pending, without any lock,
@@ -86,14 +101,21 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 		return sv, err
 	}
 	current := map[string]bool{}
+	if s.KeepRows {
+		sv.Rows = map[string][]runner.HistoryRow{}
+	}
 	for start := 0; start < len(withTable); start += s.ChunkSize {
 		chunk := withTable[start:min(start+s.ChunkSize, len(withTable))]
-		states, err := s.chunk(ctx, chunk)
+		states, rows, err := s.chunk(ctx, chunk)
 		sv.Queries++
 		if err != nil {
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) {
 				return sv, err
+			}
+			if s.KeepRows {
+				return sv, fmt.Errorf("read the history tables of tenants %s to %s (%d tenants, one query): %w",
+					chunk[0], chunk[len(chunk)-1], len(chunk), err)
 			}
 			// A tenant dropped since the catalog query, or a history table
 			// this role cannot read: leave the chunk to the runners, which
@@ -108,6 +130,9 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 				if st.ahead > 0 {
 					sv.Ahead = append(sv.Ahead, chunk[i])
 				}
+			} else if s.KeepRows {
+				slices.SortFunc(rows[i], func(a, b runner.HistoryRow) int { return cmp.Compare(a.Version, b.Version) })
+				sv.Rows[chunk[i]] = rows[i]
 			}
 		}
 	}
@@ -208,8 +233,13 @@ func (h historyState) current(migs int) bool {
 // tenant's position in the chunk (so no name is ever put in a literal;
 // names are quoted as identifiers). Plain rows, compared here: PostgreSQL
 // plans every UNION ALL branch, and expressions or aggregates in 500
-// branches cost it several times what sending the rows costs.
-func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, error) {
+// branches cost it several times what sending the rows costs. With
+// KeepRows it also returns every tenant's rows (every column), unsorted.
+func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, [][]runner.HistoryRow, error) {
+	columns := ", version, state, checksum FROM "
+	if s.KeepRows {
+		columns = ", version, state, checksum, name, applied_at, duration_ms, applied_by, coalesce(run_id::text, ''), statements_done FROM "
+	}
 	var b strings.Builder
 	for i, t := range tenants {
 		if i > 0 {
@@ -217,7 +247,7 @@ func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, 
 		}
 		b.WriteString("SELECT ")
 		b.WriteString(strconv.Itoa(i))
-		b.WriteString(", version, state, checksum FROM ")
+		b.WriteString(columns)
 		b.WriteString(pgx.Identifier{t, s.Table}.Sanitize())
 	}
 	checksums := make(map[int64]string, len(s.Migrations))
@@ -228,17 +258,28 @@ func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, 
 	defer cancel()
 	rows, err := s.Conn.Query(qctx, b.String())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]historyState, len(tenants))
 	var (
 		i               int
 		version         int64
 		state, checksum string
+		full            runner.HistoryRow
+		kept            [][]runner.HistoryRow
 	)
-	_, err = pgx.ForEachRow(rows, []any{&i, &version, &state, &checksum}, func() error {
+	scans := []any{&i, &version, &state, &checksum}
+	if s.KeepRows {
+		kept = make([][]runner.HistoryRow, len(tenants))
+		scans = append(scans, &full.Name, &full.AppliedAt, &full.DurationMS, &full.AppliedBy, &full.RunID, &full.StatementsDone)
+	}
+	_, err = pgx.ForEachRow(rows, scans, func() error {
 		if i < 0 || i >= len(out) {
 			return fmt.Errorf("fast path: unexpected row for tenant %d", i)
+		}
+		if s.KeepRows {
+			full.Version, full.State, full.Checksum = version, state, checksum
+			kept[i] = append(kept[i], full)
 		}
 		h := &out[i]
 		want, known := checksums[version]
@@ -255,7 +296,7 @@ func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, 
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return out, kept, nil
 }
