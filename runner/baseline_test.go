@@ -235,6 +235,32 @@ func TestBaselineVersion(t *testing.T) {
 // previous release (state check without 'baseline') is upgraded under the
 // lock when a baseline is written, once; a table that needs no baseline is
 // left alone.
+// TestBaselineAllModeNoTransactionFile: a no-transaction file at or below
+// the baseline is recorded, not run, so it does not stop a run in
+// LOCKMIGRATE_TRANSACTION=all mode; one above it still does.
+func TestBaselineAllModeNoTransactionFile(t *testing.T) {
+	ctx := context.Background()
+	set := fiveTables(1, 3)
+	set["0002_idx.sql"] = &fstest.MapFile{Data: []byte("-- lockmigrate:no-transaction\nCREATE INDEX CONCURRENTLY t1_id ON t1 (id);\n")}
+	url := pgtest.Shared().NewDB(t)
+	r, conn := newRunner(t, url, load(t, set), runner.Options{BaselineVersion: 2, Transaction: runner.TransactionAll})
+	existingSchema(t, conn, 1)
+	res, err := r.Migrate(ctx)
+	if err != nil || res.Baselined != 2 || len(res.Applied) != 1 || res.Applied[0].Version != 3 {
+		t.Fatalf("Migrate = %+v, %v; want 1 and 2 baselined, 3 applied", res, err)
+	}
+	if got := states(historyRows(t, conn, "lockmigrate_history")); got != "1:baseline 2:baseline 3:applied" {
+		t.Fatalf("history %s", got)
+	}
+
+	url = pgtest.Shared().NewDB(t)
+	r, _ = newRunner(t, url, load(t, set), runner.Options{BaselineVersion: 1, Transaction: runner.TransactionAll})
+	var ve *runner.ValidationError
+	if _, err := r.Migrate(ctx); !errors.As(err, &ve) || ve.Version != 2 {
+		t.Fatalf("Migrate with the no-transaction file above the baseline = %v; want its validation error", err)
+	}
+}
+
 func TestBaselineUpgradesOldHistoryTable(t *testing.T) {
 	ctx := context.Background()
 	oldCheck := `lockmigrate_history_state_check: CHECK ((state = ANY (ARRAY['applied'::text, 'running'::text])))`

@@ -94,8 +94,14 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 		}
 	}
 	if opts.Transaction == TransactionAll {
+		// On an empty history, files up to BaselineVersion are recorded,
+		// not run: their mode does not matter.
+		baselined := int64(0)
+		if len(rows) == 0 {
+			baselined = opts.BaselineVersion
+		}
 		for _, m := range p.pending {
-			if m.NoTransaction {
+			if m.NoTransaction && m.Version > baselined {
 				p.problems = append(p.problems, &ValidationError{
 					Kind: KindTransactionMode, Version: m.Version, File: m.File,
 					Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
