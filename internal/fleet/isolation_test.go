@@ -250,41 +250,16 @@ func TestBadQueryAndEdges(t *testing.T) {
 func TestLostConnection(t *testing.T) {
 	ctx := context.Background()
 	url := newTenantDB(t, 6)
-	exec(t, url, `CREATE TABLE public.gate (id int)`)
-	// tenant_0002's migration 1 waits on a lock the test holds, so the test
-	// knows which backend to terminate.
-	blocker := conn(t, url)
-	tx, err := blocker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK public.gate IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
 	var c counter
 	opts := options(t, url, "fleet-lost", &c, 1)
-	set := setCopy()
-	set["1_widgets.sql"].Data = []byte("DO $$ BEGIN IF current_schema() = 'tenant_0002' THEN PERFORM * FROM public.gate; END IF; END $$;\n" + string(set["1_widgets.sql"].Data))
-	opts.Migrations, _ = runner.Load(set)
-	type out struct {
-		sum *fleet.Summary
-		err error
-	}
-	res := make(chan out, 1)
+	tx, wait := blockTenant2(t, url, &opts)
+	res := make(chan runResult, 1)
 	go func() {
 		s, err := fleet.Run(ctx, opts)
-		res <- out{s, err}
+		res <- runResult{s, err}
 	}()
+	pid := wait()
 	w := conn(t, url)
-	var pid int
-	deadline := time.Now().Add(30 * time.Second)
-	for pid == 0 && time.Now().Before(deadline) {
-		w.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = 'fleet-lost' AND wait_event_type = 'Lock'`).Scan(&pid)
-		time.Sleep(10 * time.Millisecond) // polling an observable state
-	}
-	if pid == 0 {
-		t.Fatal("the worker never blocked")
-	}
 	if _, err := w.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 		t.Fatal(err)
 	}
@@ -314,38 +289,18 @@ func setCopy() fstest.MapFS {
 // flight, starts no other, and returns the cause.
 func TestCancel(t *testing.T) {
 	url := newTenantDB(t, 5)
-	exec(t, url, `CREATE TABLE public.gate (id int)`)
-	blocker := conn(t, url)
-	tx, err := blocker.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(context.Background(), `LOCK public.gate IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
 	var c counter
 	opts := options(t, url, "fleet-cancel", &c, 1)
-	set := setCopy()
-	set["1_widgets.sql"].Data = []byte("DO $$ BEGIN IF current_schema() = 'tenant_0002' THEN PERFORM * FROM public.gate; END IF; END $$;\n" + string(set["1_widgets.sql"].Data))
-	opts.Migrations, _ = runner.Load(set)
+	_, wait := blockTenant2(t, url, &opts)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cause := errors.New("stopped by terminated")
-	type out struct {
-		sum *fleet.Summary
-		err error
-	}
-	res := make(chan out, 1)
+	res := make(chan runResult, 1)
 	go func() {
 		s, err := fleet.Run(ctx, opts)
-		res <- out{s, err}
+		res <- runResult{s, err}
 	}()
+	wait()
 	w := conn(t, url)
-	deadline := time.Now().Add(30 * time.Second)
-	for n := 0; n == 0 && time.Now().Before(deadline); {
-		w.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fleet-cancel' AND wait_event_type = 'Lock'`).Scan(&n)
-		time.Sleep(10 * time.Millisecond) // polling an observable state
-	}
 	cancel(cause)
 	o := <-res
 	if !errors.Is(o.err, cause) {
@@ -360,4 +315,46 @@ func TestCancel(t *testing.T) {
 		t.Fatal("tenant_0002's migration not rolled back")
 	}
 	noAdvisoryLocks(t, url)
+}
+
+type runResult struct {
+	sum *fleet.Summary
+	err error
+}
+
+// blockTenant2 makes tenant_0002's first migration wait on a table lock the
+// test holds in the returned transaction (rolled back at cleanup), so the
+// test knows which tenant is in flight and on which backend. wait polls
+// pg_stat_activity until that backend waits and returns its pid.
+func blockTenant2(t *testing.T, url string, opts *fleet.Options) (tx pgx.Tx, wait func() int) {
+	t.Helper()
+	ctx := context.Background()
+	exec(t, url, `CREATE TABLE public.gate (id int)`)
+	tx, err := conn(t, url).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `LOCK public.gate IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	set := setCopy()
+	set["1_widgets.sql"].Data = []byte("DO $$ BEGIN IF current_schema() = 'tenant_0002' THEN PERFORM * FROM public.gate; END IF; END $$;\n" + string(set["1_widgets.sql"].Data))
+	if opts.Migrations, err = runner.Load(set); err != nil {
+		t.Fatal(err)
+	}
+	app := opts.Runner.AppliedBy
+	w := conn(t, url)
+	return tx, func() int {
+		var pid int
+		deadline := time.Now().Add(30 * time.Second)
+		for pid == 0 && time.Now().Before(deadline) {
+			w.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&pid)
+			time.Sleep(10 * time.Millisecond) // polling an observable state
+		}
+		if pid == 0 {
+			t.Fatal("the worker never blocked")
+		}
+		return pid
+	}
 }
