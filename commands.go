@@ -293,6 +293,11 @@ func cmdValidate(ctx context.Context, args []string, getenv func(string) string,
 		return exitCode(ctx, err)
 	}
 	checked := "offline"
+	if err := runner.CheckTransactionControl(e.migs); err != nil {
+		code := exitCode(ctx, err)
+		e.log.Error("validation failed", "error", err.Error(), "exit_code", code)
+		return code
+	}
 	if databaseConfigured(e.cfg, getenv) {
 		checked = "against the database"
 		if err := e.validate(ctx); err != nil {

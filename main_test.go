@@ -468,6 +468,13 @@ func TestStatusAndValidate(t *testing.T) {
 	if r := runIn(t, ctx, nil, "validate"); r.code != 0 || !strings.Contains(r.stdout, "ok: 5 migrations valid (offline)") {
 		t.Fatalf("offline validate: %d %s %s", r.code, r.stdout, r.stderr)
 	}
+	// A transactional file that commits or rolls back on its own is found
+	// offline, before any deployment.
+	dir := writeDir(t, map[string]string{"1_a.sql": "BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n"})
+	if r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": dir}, "validate"); r.code != exitValidation ||
+		!strings.Contains(r.stderr, "transaction_control") || !strings.Contains(r.stderr, "1_a.sql") {
+		t.Fatalf("offline validate of a file with BEGIN/COMMIT: %d %s %s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // waitForActive polls, through conn, until another session runs a statement

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -126,10 +127,10 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 		q.WriteString(m.SQL)
 		// The newline ends a trailing "--" comment, the semicolon a last
 		// statement written without one (an empty statement is harmless).
-		q.WriteString("\n;\n")
-		record := r.hist.insertAppliedLiteral(m, r.opts.AppliedBy, r.opts.RunID.String())
+		q.WriteString(fileEnd)
+		commit := ""
 		if i == len(ms)-1 {
-			record += ";\nCOMMIT"
+			commit = ";\nCOMMIT"
 		}
 		start := time.Now()
 		// A file that ends inside a string, quoted identifier, comment,
@@ -138,19 +139,91 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 		// SQL, or in theory none at all). Such a file goes alone; the
 		// server's error then points into it, and should the server accept
 		// it after all, the history row follows in a query of its own.
-		if _, serr := sqlsplit.Split(m.SQL); serr != nil {
+		stmts, serr := sqlsplit.Split(m.SQL)
+		if serr != nil {
 			if _, err := r.conn.Exec(ctx, q.String()); err != nil {
 				return nil, r.txError(m, prefix, err)
 			}
-			if _, err := r.conn.Exec(ctx, record); err != nil {
+			took := strconv.FormatInt(time.Since(start).Milliseconds(), 10)
+			if _, err := r.conn.Exec(ctx, r.hist.insertAppliedLiteral(m, took, r.opts.AppliedBy, r.opts.RunID.String())+commit); err != nil {
 				return nil, fmt.Errorf("record migration %s in history: %w", m.File, err)
 			}
-		} else if _, err := r.conn.Exec(ctx, q.String()+record); err != nil {
-			return nil, r.txError(m, prefix, err)
+		} else {
+			if err := checkTxControl(m, stmts); err != nil {
+				return nil, err
+			}
+			q.WriteString(r.hist.insertAppliedLiteral(m, serverDuration, r.opts.AppliedBy, r.opts.RunID.String()))
+			q.WriteString(commit)
+			if _, err := r.conn.Exec(ctx, q.String()); err != nil {
+				return nil, r.txError(m, prefix, err)
+			}
 		}
 		done = append(done, AppliedMigration{Version: m.Version, Name: m.Name, Duration: time.Since(start)})
 	}
 	return done, nil
+}
+
+// fileEnd follows every transactional file in its query.
+const fileEnd = "\n;\n"
+
+// checkTxControl refuses a transactional file with a top-level statement
+// that ends or starts a transaction: its COMMIT would commit the file's
+// work apart from its history row (which would then commit on its own,
+// outside any transaction), its ROLLBACK would undo the work and still
+// record the migration as applied. ROLLBACK TO a savepoint is fine.
+func checkTxControl(m *Migration, stmts []sqlsplit.Statement) error {
+	for _, st := range stmts {
+		words := strings.Fields(strings.ToUpper(st.SQL))
+		if len(words) == 0 {
+			continue
+		}
+		w0 := strings.TrimRight(words[0], ";")
+		next := func() string {
+			for _, w := range words[1:] {
+				if w != "WORK" && w != "TRANSACTION" {
+					return strings.TrimRight(w, ";")
+				}
+			}
+			return ""
+		}
+		bad := false
+		switch w0 {
+		case "BEGIN", "START", "COMMIT", "END", "ABORT":
+			bad = true
+		case "ROLLBACK":
+			bad = next() != "TO"
+		case "PREPARE":
+			bad = len(words) > 1 && strings.TrimRight(words[1], ";") == "TRANSACTION"
+		}
+		if bad {
+			return &ValidationError{Kind: KindTransactionControl, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("line %d: %q ends the transaction lockmigrate runs this file in; "+
+					"remove it (each file is already one transaction), or mark the file "+
+					"\"-- lockmigrate:no-transaction\" to run its statements one by one", st.Line, firstLine(st.SQL))}
+		}
+	}
+	return nil
+}
+
+// CheckTransactionControl checks every transactional migration of migs for
+// statements that would end lockmigrate's transaction (see checkTxControl).
+// A run checks each file right before it runs it; validate checks them all
+// up front, offline, so a broken file is found before a deployment.
+func CheckTransactionControl(migs []*Migration) error {
+	var problems []error
+	for _, m := range migs {
+		if m.NoTransaction {
+			continue
+		}
+		stmts, err := sqlsplit.Split(m.SQL)
+		if err != nil {
+			continue // the server reports it, with its position, when the file runs
+		}
+		if err := checkTxControl(m, stmts); err != nil {
+			problems = append(problems, err)
+		}
+	}
+	return errors.Join(problems...)
 }
 
 // txError attributes an error of execTx's query for m, which began with
@@ -161,7 +234,9 @@ func (r *Runner) txError(m *Migration, prefix string, err error) error {
 	if errors.As(err, &pgErr) {
 		fileStart := utf8.RuneCountInString(prefix)
 		pos := int(pgErr.Position) - 1 - fileStart
-		afterFile := pgErr.Position > 0 && pos > utf8.RuneCountInString(m.SQL)
+		// An error at fileEnd's semicolon is the file's: its last statement
+		// was unfinished ("syntax error at or near ;").
+		afterFile := pgErr.Position > 0 && pos >= utf8.RuneCountInString(m.SQL)+len(fileEnd)
 		onHistory := pgErr.Position == 0 && pgErr.SchemaName == r.hist.schema && pgErr.TableName == r.hist.name
 		if afterFile || onHistory {
 			return fmt.Errorf("record migration %s in history: %w", m.File, err)
@@ -216,11 +291,13 @@ func (r *Runner) rollback(ctx context.Context) {
 // timeoutSettings returns the SET statements for the configured timeouts.
 func (r *Runner) timeoutSettings(set string) string {
 	var b strings.Builder
+	// Rounded up: a sub-millisecond timeout must not become 0, which is off.
+	ms := func(d time.Duration) int64 { return int64((d + time.Millisecond - 1) / time.Millisecond) }
 	if r.opts.LockTimeout > 0 {
-		fmt.Fprintf(&b, "%s lock_timeout = %d;", set, r.opts.LockTimeout.Milliseconds())
+		fmt.Fprintf(&b, "%s lock_timeout = %d;", set, ms(r.opts.LockTimeout))
 	}
 	if r.opts.StatementTimeout > 0 {
-		fmt.Fprintf(&b, "%s statement_timeout = %d;", set, r.opts.StatementTimeout.Milliseconds())
+		fmt.Fprintf(&b, "%s statement_timeout = %d;", set, ms(r.opts.StatementTimeout))
 	}
 	return b.String()
 }
@@ -234,6 +311,11 @@ func migrationError(m *Migration, sql string, startLine, queryOffset int, err er
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && int(pgErr.Position)-1 >= queryOffset {
 		off := runeOffset(sql, int(pgErr.Position)-1-queryOffset)
+		// Past the end of the text (at the separator after an unfinished
+		// last statement): the last non-blank line is the culprit.
+		if end := len(strings.TrimRight(sql, " \t\r\n")); off >= end && end > 0 {
+			off = end - 1
+		}
 		e.Line = startLine + strings.Count(sql[:off], "\n")
 		lineStart := strings.LastIndexByte(sql[:off], '\n') + 1
 		lineEnd := strings.IndexByte(sql[off:], '\n')

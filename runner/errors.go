@@ -21,6 +21,10 @@ const (
 	KindTransactionMode  ValidationKind = "transaction_mode"
 	KindMalformedSQL     ValidationKind = "malformed_sql"
 	KindUnreadable       ValidationKind = "unreadable_file"
+	// KindTransactionControl: a transactional file holds BEGIN, COMMIT,
+	// ROLLBACK or the like, which would end the transaction lockmigrate
+	// wraps it in and commit the file apart from its history row.
+	KindTransactionControl ValidationKind = "transaction_control"
 )
 
 // ValidationError reports a migration set that is broken in itself or that

@@ -136,16 +136,18 @@ func (h history) ensure(ctx context.Context, conn Conn) error {
 	return nil
 }
 
+// serverDuration is the time since the arrival of the current query, in
+// milliseconds, as the server measures it.
+const serverDuration = `(extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint`
+
 // insertAppliedLiteral is the statement that records m as applied, with
 // its values inlined as literals so that it can travel in the same
-// simple-protocol query as the migration and commit with it. The duration is
-// the server's: from the arrival of that query (statement_timestamp()) to
-// this statement.
-func (h history) insertAppliedLiteral(m *Migration, appliedBy, runID string) string {
+// simple-protocol query as the migration and commit with it. durationMS is
+// an SQL expression: serverDuration when the file travels in the same query.
+func (h history) insertAppliedLiteral(m *Migration, durationMS, appliedBy, runID string) string {
 	return `INSERT INTO ` + h.ident + ` (version, name, checksum, applied_at, duration_ms, applied_by, run_id, state)
 VALUES (` + strconv.FormatInt(m.Version, 10) + `, ` + quoteLiteral(m.Name) + `, ` + quoteLiteral(m.Checksum) +
-		`, clock_timestamp(), (extract(epoch FROM clock_timestamp() - statement_timestamp()) * 1000)::bigint, ` +
-		quoteLiteral(appliedBy) + `, ` + quoteLiteral(runID) + `::uuid, 'applied')`
+		`, clock_timestamp(), ` + durationMS + `, ` + quoteLiteral(appliedBy) + `, ` + quoteLiteral(runID) + `::uuid, 'applied')`
 }
 
 // quoteLiteral quotes s as an SQL string literal. A value with a backslash
