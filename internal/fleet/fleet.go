@@ -560,8 +560,13 @@ func (w *worker) migrateTenant(ctx context.Context, tenant string, log *slog.Log
 	// and no-transaction migrations run outside any. Set for every tenant,
 	// so nothing of the previous tenant's setting survives on the shared
 	// connection. The history table is schema-qualified by the runner.
-	if _, err := w.conn.Exec(ctx, "SET search_path TO "+pgx.Identifier{tenant}.Sanitize()); err != nil {
-		return nil, fmt.Errorf("set search_path: %w", err)
+	// A migration may also have left a role (SET ROLE survives its
+	// transaction) or temporary tables behind: the next tenant must not run
+	// as that role or see those tables. Not RESET ALL: it would also undo
+	// the keepalive settings dbconn sets with SET behind a pooler.
+	if _, err := w.conn.Exec(ctx, "RESET ROLE; RESET SESSION AUTHORIZATION; DISCARD TEMP; SET search_path TO "+
+		pgx.Identifier{tenant}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("reset session for the tenant: %w", err)
 	}
 	opts := w.f.opts.Runner
 	opts.Schema, opts.Logger = tenant, log

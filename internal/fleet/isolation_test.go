@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -358,3 +359,49 @@ func blockTenant2(t *testing.T, url string, opts *fleet.Options) (tx pgx.Tx, wai
 		return pid
 	}
 }
+
+// TestSessionResetBetweenTenants: tenants share a worker's connection; a
+// role one tenant's migration switched to (SET ROLE outlives its
+// transaction) and its temporary tables must not reach the next tenant.
+func TestSessionResetBetweenTenants(t *testing.T) {
+	url := newTenantDB(t, 3)
+	db := url[strings.LastIndex(url, "/")+1 : strings.Index(url, "?")]
+	role := "r_" + db
+	exec(t, url, fmt.Sprintf(`CREATE TABLE public.who (tenant text, usr text, temp_seen bool);
+DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %[1]s) THEN CREATE ROLE %[2]s SUPERUSER NOLOGIN; END IF; END $$;`,
+		quote(role), pgx.Identifier{role}.Sanitize()))
+	var c counter
+	opts := options(t, url, "fleet-reset", &c, 1)
+	migs, err := runner.Load(fstest.MapFS{"1_who.sql": {Data: []byte(fmt.Sprintf(
+		`INSERT INTO public.who SELECT current_schema(), current_user, to_regclass('pg_temp.leftover') IS NOT NULL;
+CREATE TEMP TABLE IF NOT EXISTS leftover (id int);
+SET ROLE %s;`, pgx.Identifier{role}.Sanitize()))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Migrations = migs
+	if _, err := fleet.Run(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn(t, url).Query(context.Background(), `SELECT tenant, usr, temp_seen, usr = session_user FROM public.who ORDER BY tenant`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var tenant, usr string
+		var tempSeen, original bool
+		if err := rows.Scan(&tenant, &usr, &tempSeen, &original); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if !original || tempSeen {
+			t.Errorf("%s ran as %s (original user: %v), saw the previous tenant's temp table: %v", tenant, usr, original, tempSeen)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d tenants ran, want 3", n)
+	}
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
