@@ -43,7 +43,7 @@ Usage:
   lockmigrate adopt golang-migrate|goose|tern [--table NAME] [--schema NAME]
                                take over a database migrated by that tool: record what it applied
                                as baseline (not run), so migrate applies only newer files
-  lockmigrate unlock [--force [--pid PID] [--timeout 30s]] [--json]
+  lockmigrate unlock [--tenant SCHEMA] [--force [--pid PID] [--timeout 30s]] [--json]
                                show who holds the migration lock; --force terminates that backend
                                (pg_terminate_backend, only while it still holds the lock) and waits for the release
   lockmigrate plan [--json]    dry run: the pending migrations, their mode and statement count; takes no lock,

@@ -63,16 +63,27 @@ func cmdUnlock(ctx context.Context, args []string, getenv func(string) string, s
 	pid := fl.Int("pid", 0, "with --force: terminate only if this backend pid holds the lock")
 	timeout := fl.Duration("timeout", defaultReleaseTimeout, "with --force: longest wait for the lock to be released")
 	asJSON := fl.Bool("json", false, "print JSON instead of text")
+	tenant := fl.String("tenant", "", "the tenant schema whose lock to show or free (multi-tenant mode: each tenant has its own)")
 	if err := fl.Parse(args); err != nil {
 		return exitUsage
 	}
 	if fl.NArg() > 0 || (*pid != 0 && !*force) || *pid < 0 || *timeout <= 0 {
-		fmt.Fprintln(stderr, "lockmigrate: usage: lockmigrate unlock [--force [--pid PID] [--timeout DURATION]] [--json]")
+		fmt.Fprintln(stderr, "lockmigrate: usage: lockmigrate unlock [--tenant SCHEMA] [--force [--pid PID] [--timeout DURATION]] [--json]")
 		return exitUsage
 	}
 	e, err := setup(ctx, getenv, stderr, "unlock")
 	if err != nil {
 		return exitCode(ctx, err)
+	}
+	switch {
+	case *tenant != "":
+		// The tenant's lock is the default key of its history table, as
+		// the fleet derives it.
+		e.cfg.Schema, e.key = *tenant, lock.DefaultKey(*tenant, e.cfg.Table)
+	case e.cfg.TenantsQuery != "":
+		fmt.Fprintln(stderr, "lockmigrate: unlock: LOCKMIGRATE_TENANTS_QUERY is set and every tenant has its own lock: "+
+			"name the tenant with --tenant SCHEMA (lockmigrate status lists the pending ones)")
+		return exitUsage
 	}
 	rep, err := e.unlock(ctx, *force, int32(*pid), *timeout)
 	if rep != nil {

@@ -575,3 +575,29 @@ func TestPlanAndUnlockInHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestUnlockTenant: in multi-tenant mode every tenant has its own lock;
+// unlock refuses to guess which one and, with --tenant, shows and frees
+// exactly that tenant's.
+func TestUnlockTenant(t *testing.T) {
+	ctx := context.Background()
+	dbURL, _ := secretDB(t)
+	env := with(baseEnv(dbURL), "LOCKMIGRATE_TENANTS_QUERY", "SELECT 'tenant_a'")
+	if r := runIn(t, ctx, env, "unlock"); r.code != exitUsage || !strings.Contains(r.stderr, "--tenant") {
+		t.Fatalf("unlock without --tenant in tenant mode: exit %d\n%s", r.code, r.stderr)
+	}
+	holder := connect(t, dbURL)
+	mustLock(t, holder, lock.DefaultKey("tenant_a", "lockmigrate_history"))
+	other := connect(t, dbURL)
+	mustLock(t, other, defaultKey) // public's lock: not this tenant's
+	r := runIn(t, ctx, env, "unlock", "--tenant", "tenant_a", "--force")
+	if r.code != exitOK || !strings.Contains(r.stdout, fmt.Sprint(holder.PgConn().PID())) {
+		t.Fatalf("unlock --tenant tenant_a --force: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if err := holder.Ping(ctx); err == nil {
+		t.Fatal("the tenant's lock holder was not terminated")
+	}
+	if err := other.Ping(ctx); err != nil {
+		t.Fatalf("another lock's holder was touched: %v", err)
+	}
+}
