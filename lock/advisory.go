@@ -84,10 +84,13 @@ const tryLockSQL = `SELECT b.held, pg_try_advisory_lock($1) AS ok, pg_backend_pi
 
 // tryLockOrHolderSQL is tryLockSQL plus, only when the try lost, the
 // holder's row. The try is materialized and the lookup is a lateral join on
-// its result, so the lookup runs after the try and only for a lost one.
+// its result, so the lookup runs after the try; the condition sits in a
+// subquery kept from being pulled up (OFFSET 0), where it becomes a one-time
+// filter: a won try never reads pg_stat_activity (EXPLAIN ANALYZE: "never
+// executed"), while as a join condition the lookup ran and was discarded.
 var tryLockOrHolderSQL = `WITH try AS MATERIALIZED (` + tryLockSQL + `)
 SELECT try.held, try.ok, try.pid, h.*
-  FROM try LEFT JOIN LATERAL (` + holderQuery("$2", "$3") + `) h ON NOT try.ok`
+  FROM try LEFT JOIN LATERAL (SELECT * FROM (` + holderQuery("$2", "$3") + `) hq WHERE NOT try.ok OFFSET 0) h ON true`
 
 // TryLock calls pg_try_advisory_lock once and reports whether it was granted.
 // It never blocks on the server, so the session never sits in a lock queue
