@@ -316,6 +316,11 @@ func (c *Config) validateTenants() []*Error {
 		return errs
 	}
 	c.ShardIndex = i
+	if _, ok := c.Grouping["shard"]; ok && c.Shards > 1 {
+		// A sharded run adds shard=<index> to its group itself.
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_GROUPING", Value: c.PushgatewayGrouping,
+			Accept: "labels other than shard with LOCKMIGRATE_SHARDS > 1 (each shard pushes to its own group, shard=<index>)"})
+	}
 	return errs
 }
 
