@@ -564,7 +564,7 @@ func countTables(t testing.TB, conn *pgx.Conn) int {
 // by name.
 func TestPlanAndUnlockInHelp(t *testing.T) {
 	r := runIn(t, context.Background(), nil, "--help")
-	for _, w := range []string{"lockmigrate unlock [--force [--pid PID] [--timeout 30s]] [--json]", "lockmigrate plan [--json]", "pg_terminate_backend"} {
+	for _, w := range []string{"lockmigrate unlock [--tenant SCHEMA] [--force [--pid PID] [--timeout 30s]] [--json]", "lockmigrate plan [--json]", "pg_terminate_backend"} {
 		if r.code != 0 || !strings.Contains(r.stdout, w) {
 			t.Errorf("--help lacks %q", w)
 		}
