@@ -264,3 +264,24 @@ func TestTransactionControlRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestStatementTimeoutInSameQuery: the SET LOCAL statement_timeout that
+// travels in the migration's own query applies to the file's statements
+// (PostgreSQL 13+ times each statement of a multi-statement query).
+func TestStatementTimeoutInSameQuery(t *testing.T) {
+	url := pgtest.Shared().NewDB(t)
+	migs := load(t, fstest.MapFS{"1_slow.sql": {Data: []byte("CREATE TABLE x (id int);\nSELECT pg_sleep(30);\n")}})
+	r, conn := newRunner(t, url, migs, runner.Options{StatementTimeout: 200 * time.Millisecond})
+	_, err := r.Migrate(context.Background())
+	var me *runner.MigrationError
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &me) || !errors.As(err, &pgErr) || pgErr.Code != "57014" || me.File != "1_slow.sql" {
+		t.Fatalf("Migrate = %v; want statement_timeout (57014) in 1_slow.sql", err)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
+		t.Fatal("the timed-out migration was committed")
+	}
+	if n := queryInt(t, conn, `SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'`); n != 0 {
+		t.Fatalf("statement_timeout %d left on the session after the transaction", n)
+	}
+}
