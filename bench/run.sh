@@ -36,6 +36,9 @@ BENCH=$REPO/bench
 # shared with the adopt tests.
 # shellcheck source=SCRIPTDIR/../scripts/peers.sh
 source "$REPO/scripts/peers.sh"
+# step, info, die, as_root, apt_install, as_pg, free_port, PG_DEFAULT_BIN.
+# shellcheck source=SCRIPTDIR/../scripts/lib.sh
+source "$REPO/scripts/lib.sh"
 
 # --- sizes of the work --------------------------------------------------------
 NOOP_SET=200     # migrations applied before the no-op start
@@ -66,43 +69,13 @@ QUIET_TOTAL=${BENCH_QUIET_TOTAL:-180}
 # 90 s of it is left, so a hanging peer cannot stretch the run past it.
 BUDGET=${BENCH_BUDGET:-840}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/lockmigrate-bench
-PGBIN=/usr/lib/postgresql/15/bin
+PGBIN=$PG_DEFAULT_BIN
 
 # The bench configures every tool itself: drop what the caller's shell could
 # slip in.
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LOCKMIGRATE_[A-Z_]*|DATABASE_URL[A-Z_]*|PG[A-Z]+|GOOSE_[A-Z_]*|FLOOR_DIR)$' || true)
 
-step() { printf '\n==> %s\n' "$*"; }
-info() { printf '    %s\n' "$*"; }
-die() {
-	printf 'bench: error: %s\n' "$*" >&2
-	exit 1
-}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
-
-as_root() {
-	if [ "$(id -u)" -eq 0 ]; then
-		"$@"
-	elif command -v sudo >/dev/null 2>&1; then
-		sudo -n "$@"
-	else
-		die "root is needed for '$*'"
-	fi
-}
-APT_UPDATED=false
-apt_install() {
-	command -v apt-get >/dev/null 2>&1 || die "missing $*, and no apt-get to install it"
-	info "apt-get install $*"
-	if ! $APT_UPDATED; then
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-		APT_UPDATED=true
-	fi
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Use-Pty=0 "$@" >/dev/null
-}
-# as_pg: initdb and postgres refuse to run as root.
-as_pg() {
-	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 
 START_EPOCH=$SECONDS
 WORK=""
@@ -227,17 +200,6 @@ quiet() { # LABEL
 
 # --- PostgreSQL ----------------------------------------------------------------
 step "PostgreSQL 15 (throwaway cluster)"
-free_port() {
-	local port
-	for _ in $(seq 1 200); do
-		port=$((20000 + RANDOM % 40000))
-		if ! (exec 9<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			echo "$port"
-			return
-		fi
-	done
-	die "no free TCP port found"
-}
 PORT=$(free_port)
 SOCK=$WORK/sock
 # The cluster lives in RAM (/dev/shm) when it can: with fsync=off the disk
