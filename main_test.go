@@ -468,12 +468,25 @@ func TestStatusAndValidate(t *testing.T) {
 	if r := runIn(t, ctx, nil, "validate"); r.code != 0 || !strings.Contains(r.stdout, "ok: 5 migrations valid (offline)") {
 		t.Fatalf("offline validate: %d %s %s", r.code, r.stdout, r.stderr)
 	}
-	// A transactional file that commits or rolls back on its own is found
-	// offline, before any deployment.
-	dir := writeDir(t, map[string]string{"1_a.sql": "BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n"})
-	if r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": dir}, "validate"); r.code != exitValidation ||
+	// A transactional file that commits or rolls back on its own: offline
+	// a warning naming it (it may be an adopted file a run never executes),
+	// against the database a refusal while it is pending, and nothing once
+	// it is recorded as applied (baseline).
+	dir := writeDir(t, map[string]string{"1_a.sql": "BEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n", "2_b.sql": "SELECT 1;"})
+	if r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": dir}, "validate"); r.code != exitOK ||
 		!strings.Contains(r.stderr, "transaction_control") || !strings.Contains(r.stderr, "1_a.sql") {
 		t.Fatalf("offline validate of a file with BEGIN/COMMIT: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	txURL := pgtest.Shared().NewDB(t)
+	txEnv := with(baseEnv(txURL), "LOCKMIGRATE_DIR", dir)
+	if r := runIn(t, ctx, txEnv, "validate"); r.code != exitValidation || !strings.Contains(r.stderr, "transaction_control") {
+		t.Fatalf("validate of a pending file with BEGIN/COMMIT: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runIn(t, ctx, with(txEnv, "LOCKMIGRATE_BASELINE_VERSION", "1")); r.code != exitOK {
+		t.Fatalf("migrate with the file baselined: %d %s", r.code, r.stderr)
+	}
+	if r := runIn(t, ctx, txEnv, "validate"); r.code != exitOK {
+		t.Fatalf("validate with the file applied as baseline: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 }
 

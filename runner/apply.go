@@ -139,8 +139,7 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 		// SQL, or in theory none at all). Such a file goes alone; the
 		// server's error then points into it, and should the server accept
 		// it after all, the history row follows in a query of its own.
-		stmts, serr := sqlsplit.Split(m.SQL)
-		if serr != nil {
+		if _, serr := sqlsplit.Split(m.SQL); serr != nil {
 			if _, err := r.conn.Exec(ctx, q.String()); err != nil {
 				return nil, r.txError(m, prefix, err)
 			}
@@ -149,9 +148,6 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 				return nil, fmt.Errorf("record migration %s in history: %w", m.File, err)
 			}
 		} else {
-			if err := checkTxControl(m, stmts); err != nil {
-				return nil, err
-			}
 			q.WriteString(r.hist.insertAppliedLiteral(m, serverDuration, r.opts.AppliedBy, r.opts.RunID.String()))
 			q.WriteString(commit)
 			if _, err := r.conn.Exec(ctx, q.String()); err != nil {
@@ -170,8 +166,14 @@ const fileEnd = "\n;\n"
 // that ends or starts a transaction: its COMMIT would commit the file's
 // work apart from its history row (which would then commit on its own,
 // outside any transaction), its ROLLBACK would undo the work and still
-// record the migration as applied. ROLLBACK TO a savepoint is fine.
-func checkTxControl(m *Migration, stmts []sqlsplit.Statement) error {
+// record the migration as applied. ROLLBACK TO a savepoint is fine. A file
+// the splitter cannot read passes: the server reports it, with its
+// position, when the file runs.
+func checkTxControl(m *Migration) error {
+	stmts, err := sqlsplit.Split(m.SQL)
+	if err != nil {
+		return nil
+	}
 	for _, st := range stmts {
 		words := strings.Fields(strings.ToUpper(st.SQL))
 		if len(words) == 0 {
@@ -205,21 +207,16 @@ func checkTxControl(m *Migration, stmts []sqlsplit.Statement) error {
 	return nil
 }
 
-// CheckTransactionControl checks every transactional migration of migs for
-// statements that would end lockmigrate's transaction (see checkTxControl).
-// A run checks each file right before it runs it; validate checks them all
-// up front, offline, so a broken file is found before a deployment.
+// CheckTransactionControl checks every transactional migration of migs as
+// a run checks the pending ones (see checkTxControl), for validate without a
+// database, which cannot tell which files are pending.
 func CheckTransactionControl(migs []*Migration) error {
 	var problems []error
 	for _, m := range migs {
 		if m.NoTransaction {
 			continue
 		}
-		stmts, err := sqlsplit.Split(m.SQL)
-		if err != nil {
-			continue // the server reports it, with its position, when the file runs
-		}
-		if err := checkTxControl(m, stmts); err != nil {
+		if err := checkTxControl(m); err != nil {
 			problems = append(problems, err)
 		}
 	}

@@ -125,7 +125,7 @@ func PlanOffline(migs []*Migration, opts Options) (*Plan, error) {
 // are those a run would stop on, computed as Migrate computes them.
 func schemaPlanOf(migs []*Migration, rows []HistoryRow, opts Options, interrupted func(HistoryRow) *ValidationError) (SchemaPlan, []error) {
 	p := makePlan(migs, rows, opts)
-	problems := p.problems
+	problems := append(p.problems, p.statementProblems()...)
 	for _, row := range p.running {
 		e := interrupted(row)
 		e.Detail = "in progress or interrupted: " + e.Detail

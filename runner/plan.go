@@ -19,6 +19,9 @@ type plan struct {
 	problems []error
 	// schemaVersion is the highest applied version (0 when none).
 	schemaVersion int64
+	// baselined: on an empty history, files up to this version are
+	// recorded by the baseline, not run.
+	baselined int64
 }
 
 // upToDate reports whether there is nothing to do and nothing wrong.
@@ -93,15 +96,14 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 			}
 		}
 	}
+	// On an empty history, files up to BaselineVersion are recorded, not
+	// run: their mode does not matter.
+	if len(rows) == 0 {
+		p.baselined = opts.BaselineVersion
+	}
 	if opts.Transaction == TransactionAll {
-		// On an empty history, files up to BaselineVersion are recorded,
-		// not run: their mode does not matter.
-		baselined := int64(0)
-		if len(rows) == 0 {
-			baselined = opts.BaselineVersion
-		}
 		for _, m := range p.pending {
-			if m.NoTransaction && m.Version > baselined {
+			if m.NoTransaction && m.Version > p.baselined {
 				p.problems = append(p.problems, &ValidationError{
 					Kind: KindTransactionMode, Version: m.Version, File: m.File,
 					Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
@@ -110,6 +112,24 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 		}
 	}
 	return p
+}
+
+// statementProblems checks the statements of the pending transactional
+// files that will run (checkTxControl). It reads every such file, so it is
+// left to the runs that are about to apply them (under the lock), validate,
+// plan and status, not the lock-free fast path of every replica. A file
+// applied before (by another tool, adopted as baseline) is never run, so it
+// may keep its own BEGIN/COMMIT.
+func (p plan) statementProblems() []error {
+	var problems []error
+	for _, m := range p.pending {
+		if !m.NoTransaction && m.Version > p.baselined {
+			if err := checkTxControl(m); err != nil {
+				problems = append(problems, err)
+			}
+		}
+	}
+	return problems
 }
 
 func isRunning(rows []HistoryRow, v int64) bool {

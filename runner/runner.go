@@ -313,7 +313,7 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 	}
 	p := makePlan(r.migs, rows, r.opts)
 	res.observe(p)
-	problems := p.problems
+	problems := append(p.problems, p.statementProblems()...)
 	for _, row := range p.running {
 		problems = append(problems, r.interrupted(ctx, row))
 	}

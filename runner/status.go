@@ -47,7 +47,7 @@ func (r *Runner) Status(ctx context.Context) (*Status, error) {
 	}
 	p := makePlan(r.migs, rows, r.opts)
 	st := &Status{HistoryExists: exists, SchemaVersion: p.schemaVersion, Pending: len(p.pending)}
-	for _, e := range p.problems {
+	for _, e := range append(p.problems, p.statementProblems()...) {
 		st.Problems = append(st.Problems, e.Error())
 	}
 	seen := map[int64]bool{}
@@ -88,7 +88,7 @@ func (r *Runner) Validate(ctx context.Context) error {
 		return err
 	}
 	p := makePlan(r.migs, rows, r.opts)
-	problems := p.problems
+	problems := append(p.problems, p.statementProblems()...)
 	for _, row := range p.running {
 		e := r.interrupted(ctx, row)
 		e.Detail = "in progress or interrupted: " + e.Detail
