@@ -31,7 +31,7 @@ fi
 command -v prometheus-pushgateway >/dev/null 2>&1 || command -v pushgateway >/dev/null 2>&1 ||
 	[ -n "${PUSHGATEWAY_BIN:-}" ] || missing+=(prometheus-pushgateway)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-# The fault suite (faults/) runs a real PgBouncer and partitions a network
+# The fault suite (test/faults/) runs a real PgBouncer and partitions a network
 # between namespaces (iproute2, iptables).
 command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
@@ -59,7 +59,7 @@ promtool test rules deploy/monitoring/tests/*.test.yml
 
 # Test every package unless the arguments name some. The fault suite runs
 # on its own, verbose, so its figures reach the CI log.
-mapfile -t pkgs < <(go list ./... | grep -v '/faults$')
+mapfile -t pkgs < <(go list ./... | grep -v '/test/faults$')
 for arg in "$@"; do
 	case $arg in
 	. | ./* | ../* | */... | github.com/*) pkgs=() ;;
@@ -83,9 +83,9 @@ if [ "$#" -eq 0 ]; then
 	# kill -9 trials (LOCKMIGRATE_FAULT_TRIALS, default 100), a network
 	# partition, a connection storm, restarts, poolers, read-only servers
 	# and the bad-input matrix; about 2 minutes.
-	step "go test -race -count=1 -v ./faults/ (summary below; full log on failure)"
+	step "go test -race -count=1 -v ./test/faults/ (summary below; full log on failure)"
 	faults_log=$(mktemp)
-	if ! go test -race -count=1 -v ./faults/ >"$faults_log" 2>&1; then
+	if ! go test -race -count=1 -v ./test/faults/ >"$faults_log" 2>&1; then
 		cat "$faults_log"
 		exit 1
 	fi

@@ -18,6 +18,10 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/lockmigrate/lockmigrate/internal/dbconn"
+	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/runner"
 )
 
 // Config is the whole configuration. Tags: env (variable), envDefault,
@@ -27,7 +31,7 @@ type Config struct {
 	DatabaseURLFile string `env:"DATABASE_URL_FILE" help:"file holding the URL (a mounted Secret); conflicts with DATABASE_URL"`
 
 	OnLocked       string        `env:"LOCKMIGRATE_ON_LOCKED" envDefault:"skip" oneof:"skip,wait" help:"when another replica holds the lock: skip (exit 0 at once) or wait until the schema is current"`
-	WaitTimeout    time.Duration `env:"LOCKMIGRATE_WAIT_TIMEOUT" envDefault:"10m" help:"longest wait for the lock in wait mode (exit 4 after it)"`
+	WaitTimeout    time.Duration `env:"LOCKMIGRATE_WAIT_TIMEOUT" help:"longest wait for the lock in wait mode (exit 4 after it)"`
 	ConnectTimeout time.Duration `env:"LOCKMIGRATE_CONNECT_TIMEOUT" envDefault:"60s" help:"total budget for connecting, retries included (exit 3 after it)"`
 	LockKey        string        `env:"LOCKMIGRATE_LOCK_KEY" help:"advisory lock key: an int64, or any string (hashed); default derived from schema and table"`
 	Schema         string        `env:"LOCKMIGRATE_SCHEMA" envDefault:"public" help:"schema of the history table (created if missing)"`
@@ -57,7 +61,7 @@ type Config struct {
 	Grouping map[string]string `env:"-"`
 
 	TenantsQuery       string `env:"LOCKMIGRATE_TENANTS_QUERY" help:"multi-tenant mode: SQL returning one text column of schema names; the migrations are applied to each, with its own history table and lock"`
-	TenantConcurrency  int    `env:"LOCKMIGRATE_TENANT_CONCURRENCY" envDefault:"4" help:"multi-tenant mode: tenants migrated at once, one connection each (1 to 256)"`
+	TenantConcurrency  int    `env:"LOCKMIGRATE_TENANT_CONCURRENCY" help:"multi-tenant mode: tenants migrated at once, one connection each (1 to 256)"`
 	TenantFailFast     bool   `env:"LOCKMIGRATE_TENANT_FAIL_FAST" envDefault:"false" help:"multi-tenant mode: start no tenant after the first failure"`
 	Shards             int    `env:"LOCKMIGRATE_SHARDS" envDefault:"1" help:"multi-tenant mode: split the tenants into this many shards (FNV-1a of the name); this runner takes shard JOB_COMPLETION_INDEX"`
 	JobCompletionIndex string `env:"JOB_COMPLETION_INDEX" help:"set by Kubernetes in an Indexed Job: the shard this runner takes (0 to LOCKMIGRATE_SHARDS-1)"`
@@ -67,11 +71,49 @@ type Config struct {
 	LogFormat string `env:"LOCKMIGRATE_LOG_FORMAT" envDefault:"json" oneof:"json,text" help:"log format (one event per line on stderr)"`
 	LogLevel  string `env:"LOCKMIGRATE_LOG_LEVEL" envDefault:"info" oneof:"debug,info,warn,error" help:"lowest level logged"`
 
-	TerminationLog string `env:"LOCKMIGRATE_TERMINATION_LOG" envDefault:"/dev/termination-log" help:"file for a one-line JSON summary of the run (Kubernetes termination message); skipped when not writable"`
+	TerminationLog string `env:"LOCKMIGRATE_TERMINATION_LOG" help:"file for a one-line JSON summary of the run (Kubernetes termination message); skipped when not writable"`
 
 	PodName      string `env:"POD_NAME" help:"recorded as applied_by and sent as application_name; default: the hostname"`
 	PodNamespace string `env:"POD_NAMESPACE" help:"logged with every run"`
+
+	// Libpq holds the libpq variables (PGHOST, PGUSER, PGPASSWORD, ...;
+	// dbconn.LibpqVariables) as Load found them, so that nothing reads the
+	// environment again after Load.
+	Libpq map[string]string `env:"-"`
 }
+
+// DefaultTerminationLog is where Kubernetes reads a container's termination
+// message.
+const DefaultTerminationLog = "/dev/termination-log"
+
+// defaults holds the defaults that belong to the libraries: each is stated
+// once, where the library that applies it declares it, and only shown here
+// (--help prints them like the envDefault tags).
+func defaults() Config {
+	return Config{
+		WaitTimeout:       runner.DefaultWaitTimeout,
+		TenantConcurrency: fleet.DefaultConcurrency,
+		TerminationLog:    DefaultTerminationLog,
+	}
+}
+
+// DatabaseConfigured reports whether any connection setting is present, so
+// that validate and plan can stay offline when none is.
+func (c *Config) DatabaseConfigured() bool {
+	if c.DatabaseURL != "" {
+		return true
+	}
+	for _, v := range []string{"PGHOST", "PGDATABASE", "PGSERVICE", "PGPORT", "PGUSER"} {
+		if c.Libpq[v] != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Lookup returns the libpq variable name as Load read it (the form
+// dbconn.Config takes).
+func (c *Config) Lookup(name string) string { return c.Libpq[name] }
 
 // Error is an invalid variable. Its message names the variable and what it
 // accepts; the caller maps it to the usage exit code.
@@ -113,8 +155,10 @@ func Load(getenv func(string) string) (*Config, error) {
 		}
 	}
 	// env parses every field even when some fail, so the values checks
-	// below still run and every invalid variable is reported at once.
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
+	// below still run and every invalid variable is reported at once. It
+	// keeps the values of fields whose variable is unset: the defaults.
+	cfg := defaults()
+	err = env.ParseWithOptions(&cfg, env.Options{Environment: environ})
 	errs := []error{}
 	failed := map[string]bool{}
 	if err != nil {
@@ -133,6 +177,12 @@ func Load(getenv func(string) string) (*Config, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	cfg.Libpq = map[string]string{}
+	for _, name := range dbconn.LibpqVariables() {
+		if v := getenv(name); v != "" {
+			cfg.Libpq[name] = v
+		}
 	}
 	if cfg.PushgatewayPasswordFile != "" {
 		b, err := os.ReadFile(cfg.PushgatewayPasswordFile)
@@ -329,18 +379,39 @@ func WriteHelp(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tMEANING")
 	t := reflect.TypeFor[Config]()
+	d := reflect.ValueOf(defaults())
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if f.Tag.Get("help") == "" {
 			continue
 		}
 		def := f.Tag.Get("envDefault")
+		if def == "" && !d.Field(i).IsZero() {
+			def = formatDefault(d.Field(i).Interface())
+		}
 		if def == "" {
 			def = "-"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", f.Tag.Get("env"), def, f.Tag.Get("help"))
 	}
 	tw.Flush()
+}
+
+// formatDefault writes a default as an envDefault tag would: 10m, not
+// 10m0s.
+func formatDefault(v any) string {
+	d, ok := v.(time.Duration)
+	if !ok {
+		return fmt.Sprint(v)
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)

@@ -18,9 +18,45 @@ func TestDefaults(t *testing.T) {
 		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
-		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1}
+		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1, Libpq: map[string]string{}}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
+	}
+}
+
+// TestLibraryDefaultsInHelp: the defaults the libraries own are applied and
+// shown by --help as if they were envDefault tags.
+func TestLibraryDefaultsInHelp(t *testing.T) {
+	var b strings.Builder
+	WriteHelp(&b)
+	for _, want := range []string{
+		"LOCKMIGRATE_WAIT_TIMEOUT               10m ",
+		"LOCKMIGRATE_TENANT_CONCURRENCY         4 ",
+		"LOCKMIGRATE_TERMINATION_LOG            /dev/termination-log ",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestLibpqCaptured: Load keeps the libpq variables, so nothing reads the
+// environment after it.
+func TestLibpqCaptured(t *testing.T) {
+	env := map[string]string{"PGHOST": "db.example", "PGUSER": "app", "PGNOTLIBPQ": "x"}
+	cfg, err := Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"PGHOST": "db.example", "PGUSER": "app"}; !reflect.DeepEqual(cfg.Libpq, want) {
+		t.Fatalf("Libpq = %v, want %v", cfg.Libpq, want)
+	}
+	if !cfg.DatabaseConfigured() || cfg.Lookup("PGHOST") != "db.example" {
+		t.Fatalf("DatabaseConfigured %v, Lookup(PGHOST) %q", cfg.DatabaseConfigured(), cfg.Lookup("PGHOST"))
+	}
+	empty, _ := Load(func(string) string { return "" })
+	if empty.DatabaseConfigured() {
+		t.Fatal("an empty environment counts as a configured database")
 	}
 }
 

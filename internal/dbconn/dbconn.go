@@ -36,6 +36,16 @@ var libpqEnv = [][2]string{
 	{"PGTARGETSESSIONATTRS", "target_session_attrs"}, {"PGOPTIONS", "options"},
 }
 
+// LibpqVariables lists the libpq environment variables Config reads through
+// its getenv when no URL is given.
+func LibpqVariables() []string {
+	names := make([]string, len(libpqEnv))
+	for i, kv := range libpqEnv {
+		names[i] = kv[0]
+	}
+	return names
+}
+
 // ParseError is a connection string that cannot be parsed. Its message never
 // contains the connection string itself, which may hold a password.
 type ParseError struct{ Err error }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 
@@ -121,15 +122,7 @@ var (
 // lockmigrateBinary builds the repository's binary once, into workDir.
 func lockmigrateBinary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() {
-		binPath = filepath.Join(workDir, "lockmigrate")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Dir = repoRoot
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build in %s: %v\n%s", repoRoot, err, out)
-		}
-	})
+	binOnce.Do(func() { binPath, binErr = bintest.Build(workDir) })
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
