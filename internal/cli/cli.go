@@ -93,3 +93,4 @@ func writeUsage(w io.Writer, u []string) {
 		fmt.Fprintf(w, "%s%s\n", strings.Repeat(" ", usageColumn), line)
 	}
 }
+

@@ -95,3 +95,4 @@ func noArgs(args []string, stderr io.Writer, cmd string) bool {
 	fmt.Fprintf(stderr, "lockmigrate: %s takes no arguments, got %q; run lockmigrate --help\n", cmd, args)
 	return false
 }
+

@@ -320,3 +320,4 @@ func countMigrations(ms []runner.PlannedMigration) string {
 	}
 	return fmt.Sprintf("%d migrations", len(ms))
 }
+

@@ -37,3 +37,4 @@ func runResolve(ctx context.Context, a *app, args []string) int {
 	fmt.Fprintf(a.stdout, "migration %d marked %s\n", version, action)
 	return exitOK
 }
+

@@ -227,3 +227,4 @@ func dash(s string) string {
 	}
 	return s
 }
+

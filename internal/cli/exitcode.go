@@ -107,3 +107,4 @@ func errorKind(code int) string {
 	}
 	return fmt.Sprintf("signal_%d", code-128)
 }
+

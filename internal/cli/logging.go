@@ -79,3 +79,4 @@ func (r *redactor) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+

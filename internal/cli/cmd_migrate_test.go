@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
+	"github.com/lockmigrate/lockmigrate/lock"
 
 	"github.com/lockmigrate/lockmigrate/internal/pushtest"
 )
@@ -191,4 +193,206 @@ func TestTenantConfigErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2 naming %s\n%s", tt.kv, r.Code, tt.name, r.Stderr)
 		}
 	}
+}
+
+func TestMigrateThenUpToDate(t *testing.T) {
+	url, _ := secretDB(t)
+	ctx := context.Background()
+	r := runIn(t, ctx, baseEnv(url))
+	if r.Code != 0 || r.Finished(t)["outcome"] != "applied" || r.Finished(t)["applied"] != 5.0 {
+		t.Fatalf("first run: code %d\n%s", r.Code, r.Stderr)
+	}
+	r = runIn(t, ctx, baseEnv(url))
+	if r.Code != 0 || r.Finished(t)["outcome"] != "up_to_date" {
+		t.Fatalf("second run: code %d\n%s", r.Code, r.Stderr)
+	}
+	var by string
+	conn := pgtest.Connect(t, url)
+	if err := conn.QueryRow(ctx, `SELECT DISTINCT applied_by FROM lockmigrate_history`).Scan(&by); err != nil || by != "test-pod" {
+		t.Fatalf("applied_by = %q, %v", by, err)
+	}
+	pgtest.AssertNoAdvisoryLocks(t, pgtest.Connect(t, url))
+}
+
+func TestApplicationName(t *testing.T) {
+	url, _ := secretDB(t)
+	ctx := context.Background()
+	holder := pgtest.Connect(t, url)
+	if ok, _ := lock.New(holder, 1, nil).TryLock(ctx); !ok {
+		t.Fatal("no lock")
+	}
+	// A skipping run names the holder; the holder here is the test, so
+	// check the name the binary gives its own session via the status of a
+	// wait-mode run blocked behind the test.
+	done := make(chan result, 1)
+	go func() {
+		done <- runIn(t, ctx, bintest.With(baseEnv(url), "LOCKMIGRATE_LOCK_KEY", "1", "LOCKMIGRATE_ON_LOCKED", "wait", "POD_NAME", "web-7f9c"))
+	}()
+	for {
+		var n int
+		if err := holder.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lockmigrate/web-7f9c'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+	}
+	holder.Close(ctx)
+	if r := <-done; r.Code != 0 || r.Finished(t)["outcome"] != "applied" {
+		t.Fatalf("code %d\n%s", r.Code, r.Stderr)
+	}
+}
+
+func TestSkippedLogsHolder(t *testing.T) {
+	url, _ := secretDB(t)
+	ctx := context.Background()
+	holder := pgtest.Connect(t, url)
+	if _, err := holder.Exec(ctx, `SET application_name = 'deploy-job-xyz'`); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := lock.New(holder, lock.DefaultKey("public", "lockmigrate_history"), nil).TryLock(ctx); !ok {
+		t.Fatal("no lock")
+	}
+	r := runIn(t, ctx, baseEnv(url))
+	ev := r.Finished(t)
+	h, _ := ev["holder"].(map[string]any)
+	if r.Code != 0 || ev["outcome"] != "skipped" || h == nil || h["application_name"] != "deploy-job-xyz" ||
+		h["pid"] != float64(holder.PgConn().PID()) || h["client_addr"] != "127.0.0.1" || h["since"] == nil {
+		t.Fatalf("code %d, finished %v", r.Code, ev)
+	}
+}
+
+// TestConcurrentProcesses releases 20 OS processes of the built binary at one
+// barrier: each blocks reading its stdin until the test closes all the pipes,
+// one after the other in a tight loop, once every process is running.
+func TestConcurrentProcesses(t *testing.T) {
+	const replicas = 20
+	url, _ := secretDB(t)
+	procs := make([]*gatedProc, replicas)
+	for i := range procs {
+		procs[i] = startGated(t, map[string]string{"DATABASE_URL": url, "POD_NAME": fmt.Sprintf("replica-%d", i)})
+	}
+	releaseAll(procs)
+	outcomes := map[string]int{}
+	for i, p := range procs {
+		r, err := p.wait(t)
+		if err != nil || r.Code != 0 {
+			t.Fatalf("replica %d: exit %d (%v)\n%s", i, r.Code, err, r.Stderr)
+		}
+		outcomes[r.Finished(t)["outcome"].(string)]++
+	}
+	t.Logf("outcomes of %d processes: %v", replicas, outcomes)
+	if outcomes["applied"] != 1 {
+		t.Fatalf("outcomes %v: want exactly one applied", outcomes)
+	}
+	conn := pgtest.Connect(t, url)
+	var rows, versions int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*), count(DISTINCT version) FROM schema_audit`).Scan(&rows, &versions); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 5 || versions != 5 {
+		t.Fatalf("schema_audit: %d rows for %d versions, want 5 and 5", rows, versions)
+	}
+	pgtest.AssertNoAdvisoryLocks(t, pgtest.Connect(t, url))
+}
+
+// TestLockTimeoutExhausted: with a table locked ACCESS EXCLUSIVE that is never
+// released, the run exits 1 after exactly LOCKMIGRATE_LOCK_RETRIES retries,
+// each logged with the session in the way, and leaves nothing half-applied.
+func TestLockTimeoutExhausted(t *testing.T) {
+	ctx := context.Background()
+	url, _ := secretDB(t)
+	holder := pgtest.Connect(t, url)
+	if _, err := holder.Exec(ctx, `CREATE TABLE hot (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE hot IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	dir := bintest.WriteDir(t, map[string]string{"1_alter.sql": "CREATE TABLE side (id int);\nALTER TABLE hot ADD COLUMN v int;\n"})
+	r := runIn(t, ctx, bintest.With(baseEnv(url), "LOCKMIGRATE_DIR", dir, "LOCKMIGRATE_LOCK_TIMEOUT", "50ms", "LOCKMIGRATE_LOCK_RETRIES", "2"))
+	if r.Code != exitMigration || !strings.Contains(r.Finished(t)["error"].(string), "55P03") {
+		t.Fatalf("exit %d\n%s", r.Code, r.Stderr)
+	}
+	retries := 0
+	for _, ev := range r.Events(t) {
+		if ev["msg"] == "lock_timeout reached; transaction rolled back, retrying" {
+			retries++
+			hs, _ := ev["lock_holders"].([]any)
+			if len(hs) == 0 || hs[0].(map[string]any)["pid"] != float64(holder.PgConn().PID()) {
+				t.Errorf("retry log does not name the holder pid %d: %v", holder.PgConn().PID(), ev["lock_holders"])
+			}
+		}
+	}
+	if retries != 2 {
+		t.Fatalf("%d retries logged, want exactly 2\n%s", retries, r.Stderr)
+	}
+	check := pgtest.Connect(t, url)
+	var n int
+	check.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE tablename = 'side'`).Scan(&n)
+	if n != 0 {
+		t.Fatal("half-applied: table side exists")
+	}
+	pgtest.AssertNoAdvisoryLocks(t, pgtest.Connect(t, url))
+}
+
+// TestKilledMidNoTransactionMigration: SIGKILL between two statements of a
+// no-transaction migration; the server notices the dead client within about
+// a second (client_connection_check_interval) and frees the lock; the next
+// run exits 5 naming the statement reached; after the operator finishes the
+// file by hand and resolves it as applied, runs proceed.
+func TestKilledMidNoTransactionMigration(t *testing.T) {
+	ctx := context.Background()
+	url, _ := secretDB(t)
+	dir := bintest.WriteDir(t, map[string]string{
+		"1_first.sql": "CREATE TABLE k (id int, name text);",
+		"2_notx.sql": "-- lockmigrate:no-transaction\n-- three statements\nCREATE INDEX CONCURRENTLY k_id_idx ON k (id);\n" +
+			"SELECT pg_sleep(120);\nCREATE INDEX CONCURRENTLY k_name_idx ON k (name);\n",
+		"3_after.sql": "CREATE TABLE after_k (id int);",
+	})
+	env := bintest.With(baseEnv(url), "LOCKMIGRATE_DIR", dir)
+	var stdout, stderr bytes.Buffer
+	cmd := startBinary(t, env, &stdout, &stderr)
+	watcher := pgtest.Connect(t, url)
+	waitForActive(t, watcher, "pg_sleep(120)")
+	killed := time.Now()
+	cmd.Process.Kill()
+	cmd.Wait()
+	bintest.CheckNoSecrets(t, stdout.String(), stderr.String())
+
+	// The next replica waits for the dead session's lock to go, then refuses.
+	r := runIn(t, ctx, bintest.With(env, "LOCKMIGRATE_ON_LOCKED", "wait", "LOCKMIGRATE_WAIT_TIMEOUT", "30s"))
+	ev := r.Finished(t)
+	t.Logf("lock free and interruption reported %v after SIGKILL (lock wait %vms)", time.Since(killed).Round(time.Millisecond), ev["lock_wait_ms"])
+	if r.Code != exitValidation {
+		t.Fatalf("exit %d, want 5\n%s", r.Code, r.Stderr)
+	}
+	for _, want := range []string{"interrupted", "2_notx.sql", "statement 2 of 3", "line 4", "SELECT pg_sleep(120)", "no INVALID index found", "lockmigrate resolve 2"} {
+		if !strings.Contains(ev["error"].(string), want) {
+			t.Errorf("error lacks %q: %s", want, ev["error"])
+		}
+	}
+	if w := ev["lock_wait_ms"].(float64); w > 5000 {
+		t.Errorf("dead holder kept the lock for %vms", w)
+	}
+	// The operator finishes the file and resolves it.
+	if _, err := watcher.Exec(ctx, `CREATE INDEX CONCURRENTLY k_name_idx ON k (name)`); err != nil {
+		t.Fatal(err)
+	}
+	if r := runIn(t, ctx, env, "resolve", "2", "applied"); r.Code != 0 || !strings.Contains(r.Stdout, "migration 2 marked applied") {
+		t.Fatalf("resolve: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := runIn(t, ctx, env, "resolve", "2", "applied"); r.Code != exitUsage || !strings.Contains(r.Stderr, "nothing to resolve") {
+		t.Fatalf("second resolve: exit %d\n%s", r.Code, r.Stderr)
+	}
+	r = runIn(t, ctx, env)
+	if r.Code != 0 || r.Finished(t)["outcome"] != "applied" || r.Finished(t)["applied"] != 1.0 {
+		t.Fatalf("run after resolve: exit %d\n%s", r.Code, r.Stderr)
+	}
+	pgtest.AssertNoAdvisoryLocks(t, pgtest.Connect(t, url))
 }
