@@ -201,4 +201,3 @@ func (a *app) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
 	defer dbconn.Close(ctx, conn)
 	return fn(conn)
 }
-

@@ -93,4 +93,3 @@ func writeUsage(w io.Writer, u []string) {
 		fmt.Fprintf(w, "%s%s\n", strings.Repeat(" ", usageColumn), line)
 	}
 }
-

@@ -115,4 +115,3 @@ func (a *app) writeAdopted(ctx context.Context, tool adopt.Tool, found *adopt.Re
 		"`lockmigrate migrate` will apply the %d newer one(s)\n",
 		tool, found.Version, found.Table, len(done.Versions), done.Versions[0], done.Versions[len(done.Versions)-1], hist, newer)
 }
-

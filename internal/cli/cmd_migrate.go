@@ -95,4 +95,3 @@ func noArgs(args []string, stderr io.Writer, cmd string) bool {
 	fmt.Fprintf(stderr, "lockmigrate: %s takes no arguments, got %q; run lockmigrate --help\n", cmd, args)
 	return false
 }
-

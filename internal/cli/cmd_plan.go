@@ -194,4 +194,3 @@ func wouldRun(pending []runner.PlannedMigration) string {
 	}
 	return fmt.Sprintf("%d migration(s) would be recorded as baseline (not run), then %d would run", baseline, len(pending)-baseline)
 }
-

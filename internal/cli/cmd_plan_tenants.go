@@ -190,18 +190,7 @@ func tenantProblems(errs []error) error {
 
 func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
 	if !tp.Listed {
-		fmt.Fprintln(w, "database: not consulted (no DATABASE_URL, DATABASE_URL_FILE or PG* connection variable is set);\n"+
-			"          the tenant list (LOCKMIGRATE_TENANTS_QUERY) needs one")
-		sp := tp.EachTenant
-		fmt.Fprintf(w, "each tenant the query returns would get, as on an empty schema (history table %s, "+
-			"a lock per tenant, transaction mode %s):\n", tp.HistoryTable, tp.Transaction)
-		writeNotesProblems(w, "", sp.Notes, sp.Problems)
-		writePending(w, "", sp.Pending)
-		if len(sp.Problems) > 0 {
-			fmt.Fprintf(w, "a run would stop on the problem(s) above in every tenant and apply nothing there; %s pending\n", countMigrations(sp.Pending))
-		} else {
-			fmt.Fprintf(w, "%s, in this order, in each tenant\n", wouldRun(sp.Pending))
-		}
+		writeTenantsPlanOffline(w, tp)
 		return
 	}
 	shard := ""
@@ -224,28 +213,7 @@ func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
 	}
 	for i, g := range tp.Groups {
 		separate(i)
-		fmt.Fprintf(w, "%d tenant(s): %s", len(g.Tenants), describePending(g.Pending))
-		if g.WithoutHistory > 0 {
-			fmt.Fprintf(w, "; %d without a history table yet", g.WithoutHistory)
-		}
-		fmt.Fprintln(w)
-		if len(g.Problems) > 0 {
-			stopped += len(g.Tenants)
-			fmt.Fprintln(w, "  a run would stop on these problems in each of them (the tenant fails; the others go on):")
-			for i, t := range g.Tenants {
-				if i == listedTenants {
-					fmt.Fprintf(w, "  and %d more tenant(s) (--json lists them all)\n", len(g.Tenants)-listedTenants)
-					break
-				}
-				for _, p := range g.Problems[t] {
-					fmt.Fprintf(w, "  %s: problem: %s\n", t, p)
-				}
-			}
-		} else {
-			fmt.Fprintf(w, "  %s\n", listNames(g.Tenants))
-		}
-		writeNotesProblems(w, "  ", g.Notes, nil)
-		writePending(w, "  ", g.Pending)
+		stopped += writeTenantGroup(w, g)
 	}
 	if len(tp.Groups) > 0 {
 		separate(len(tp.Groups))
@@ -258,6 +226,51 @@ func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
 	default:
 		fmt.Fprintf(w, "%d tenant(s) would be migrated\n", notCurrent)
 	}
+}
+
+// writeTenantsPlanOffline is the plan without a database: what every
+// tenant would get on an empty schema.
+func writeTenantsPlanOffline(w io.Writer, tp *tenantsPlan) {
+	fmt.Fprintln(w, "database: not consulted (no DATABASE_URL, DATABASE_URL_FILE or PG* connection variable is set);\n"+
+		"          the tenant list (LOCKMIGRATE_TENANTS_QUERY) needs one")
+	sp := tp.EachTenant
+	fmt.Fprintf(w, "each tenant the query returns would get, as on an empty schema (history table %s, "+
+		"a lock per tenant, transaction mode %s):\n", tp.HistoryTable, tp.Transaction)
+	writeNotesProblems(w, "", sp.Notes, sp.Problems)
+	writePending(w, "", sp.Pending)
+	if len(sp.Problems) > 0 {
+		fmt.Fprintf(w, "a run would stop on the problem(s) above in every tenant and apply nothing there; %s pending\n", countMigrations(sp.Pending))
+	} else {
+		fmt.Fprintf(w, "%s, in this order, in each tenant\n", wouldRun(sp.Pending))
+	}
+}
+
+// writeTenantGroup prints one group of tenants and returns how many of them
+// a run would stop on problems.
+func writeTenantGroup(w io.Writer, g tenantGroup) (stopped int) {
+	fmt.Fprintf(w, "%d tenant(s): %s", len(g.Tenants), describePending(g.Pending))
+	if g.WithoutHistory > 0 {
+		fmt.Fprintf(w, "; %d without a history table yet", g.WithoutHistory)
+	}
+	fmt.Fprintln(w)
+	if len(g.Problems) > 0 {
+		stopped = len(g.Tenants)
+		fmt.Fprintln(w, "  a run would stop on these problems in each of them (the tenant fails; the others go on):")
+		for i, t := range g.Tenants {
+			if i == listedTenants {
+				fmt.Fprintf(w, "  and %d more tenant(s) (--json lists them all)\n", len(g.Tenants)-listedTenants)
+				break
+			}
+			for _, p := range g.Problems[t] {
+				fmt.Fprintf(w, "  %s: problem: %s\n", t, p)
+			}
+		}
+	} else {
+		fmt.Fprintf(w, "  %s\n", listNames(g.Tenants))
+	}
+	writeNotesProblems(w, "  ", g.Notes, nil)
+	writePending(w, "  ", g.Pending)
+	return stopped
 }
 
 // listNames lists up to listedTenants names, then how many more.
@@ -320,4 +333,3 @@ func countMigrations(ms []runner.PlannedMigration) string {
 	}
 	return fmt.Sprintf("%d migrations", len(ms))
 }
-

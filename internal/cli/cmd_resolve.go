@@ -37,4 +37,3 @@ func runResolve(ctx context.Context, a *app, args []string) int {
 	fmt.Fprintf(a.stdout, "migration %d marked %s\n", version, action)
 	return exitOK
 }
-

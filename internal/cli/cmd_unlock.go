@@ -227,4 +227,3 @@ func dash(s string) string {
 	}
 	return s
 }
-

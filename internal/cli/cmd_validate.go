@@ -40,4 +40,3 @@ func runValidate(ctx context.Context, a *app, args []string) int {
 	fmt.Fprintf(a.stdout, "ok: %d migrations valid (%s)\n", len(a.migs), checked)
 	return exitOK
 }
-

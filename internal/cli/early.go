@@ -103,4 +103,3 @@ func (h gatedHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (h gatedHandler) WithGroup(name string) slog.Handler {
 	return gatedHandler{h.Handler.WithGroup(name), h.gate}
 }
-

@@ -107,4 +107,3 @@ func errorKind(code int) string {
 	}
 	return fmt.Sprintf("signal_%d", code-128)
 }
-

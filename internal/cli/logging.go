@@ -79,4 +79,3 @@ func (r *redactor) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-

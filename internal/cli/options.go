@@ -111,4 +111,3 @@ func (o options) runnerFor(t target) runner.Options {
 func (o options) tenantTarget(tenant string) target {
 	return target{schema: tenant, table: o.target.table, key: lock.DefaultKey(tenant, o.target.table)}
 }
-

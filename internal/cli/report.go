@@ -203,4 +203,3 @@ func (r report) metrics(version string) metrics.Run {
 	m.ApplyTried, m.Applied, m.LockTimeoutRetries = res.ApplyStarted, len(res.Applied), res.LockTimeoutRetries
 	return m
 }
-

@@ -121,4 +121,3 @@ func writeTermination(path string, red *redactor, t termination) {
 	defer f.Close()
 	_, _ = f.Write(red.redact(t.encode()))
 }
-
