@@ -8,6 +8,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -92,4 +93,16 @@ func writeUsage(w io.Writer, u []string) {
 	for _, line := range text {
 		fmt.Fprintf(w, "%s%s\n", strings.Repeat(" ", usageColumn), line)
 	}
+}
+
+// parseJSONFlag parses the arguments of a command whose only flag is
+// --json.
+func (a *app) parseJSONFlag(name string, args []string) (asJSON, ok bool) {
+	fl := flag.NewFlagSet(name, flag.ContinueOnError)
+	fl.SetOutput(a.stderr)
+	j := fl.Bool("json", false, "print JSON instead of a table")
+	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
+		return false, false
+	}
+	return *j, true
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -39,10 +38,8 @@ type planSection struct {
 }
 
 func runPlan(ctx context.Context, a *app, args []string) int {
-	fl := flag.NewFlagSet("plan", flag.ContinueOnError)
-	fl.SetOutput(a.stderr)
-	asJSON := fl.Bool("json", false, "print JSON instead of a table")
-	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
+	asJSON, ok := a.parseJSONFlag("plan", args)
+	if !ok {
 		return exitUsage
 	}
 	if err := a.setup(ctx, withMigrations); err != nil {
@@ -52,7 +49,7 @@ func runPlan(ctx context.Context, a *app, args []string) int {
 	if err != nil {
 		return a.fail(ctx, "plan failed", err)
 	}
-	if *asJSON {
+	if asJSON {
 		writeJSON(a.stdout, rep)
 	} else {
 		writePlan(a.stdout, rep)

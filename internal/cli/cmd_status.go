@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -42,10 +41,8 @@ type tenantsStatus struct {
 }
 
 func runStatus(ctx context.Context, a *app, args []string) int {
-	fl := flag.NewFlagSet("status", flag.ContinueOnError)
-	fl.SetOutput(a.stderr)
-	asJSON := fl.Bool("json", false, "print JSON instead of a table")
-	if err := fl.Parse(args); err != nil || fl.NArg() > 0 {
+	asJSON, ok := a.parseJSONFlag("status", args)
+	if !ok {
 		return exitUsage
 	}
 	if err := a.setup(ctx, withMigrations); err != nil {
@@ -56,7 +53,7 @@ func runStatus(ctx context.Context, a *app, args []string) int {
 		if err != nil {
 			return a.fail(ctx, "status failed", err)
 		}
-		if *asJSON {
+		if asJSON {
 			writeJSON(a.stdout, rep)
 		} else {
 			writeTenantsStatus(a.stdout, rep, a.cfg.Table)
@@ -67,7 +64,7 @@ func runStatus(ctx context.Context, a *app, args []string) int {
 	if err != nil {
 		return a.fail(ctx, "status failed", err)
 	}
-	if *asJSON {
+	if asJSON {
 		writeJSON(a.stdout, rep)
 	} else {
 		writeStatus(a.stdout, rep)
