@@ -59,7 +59,7 @@ pushgateway_stop() {
 pushgateway_show() {
 	step "Metrics on the Pushgateway (one group for all replicas: job=lockmigrate)"
 	curl -fsS "$PGW_URL/metrics" | grep -E '^lockmigrate_' | grep -vE ' 0$|build_info' | sed 's/^lockmigrate_//' | indent
-	info "(series at 0 hidden; see README, Metrics)"
+	info "(series at 0 hidden; see docs/metrics.md)"
 }
 # ------------------------------------------------------------------------------
 
