@@ -51,11 +51,36 @@ func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
 // makePlan compares migs (sorted by version) with the history rows.
 func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 	var p plan
+	applied := p.readHistory(migs, rows)
+	for _, m := range migs {
+		if applied[m.Version] || isRunning(p.running, m.Version) {
+			continue
+		}
+		p.pending = append(p.pending, m)
+	}
+	if !opts.AllowOutOfOrder {
+		p.checkOrder()
+	}
+	// On an empty history, files up to BaselineVersion are recorded, not
+	// run: their mode does not matter.
+	if len(rows) == 0 {
+		p.baselined = opts.BaselineVersion
+	}
+	if opts.Transaction == TransactionAll {
+		p.checkSharedTransaction()
+	}
+	return p
+}
+
+// readHistory sorts the rows into p (schema version, running rows, versions
+// ahead, checksum mismatches) and returns the versions whose effects are
+// in the database.
+func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[int64]bool) {
 	known := make(map[int64]*Migration, len(migs))
 	for _, m := range migs {
 		known[m.Version] = m
 	}
-	applied := make(map[int64]bool, len(rows))
+	applied = make(map[int64]bool, len(rows))
 	for _, r := range rows {
 		p.schemaVersion = max(p.schemaVersion, r.Version)
 		if r.State == StateRunning {
@@ -79,57 +104,33 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 			})
 		}
 	}
-	for _, m := range migs {
-		if applied[m.Version] || isRunning(p.running, m.Version) {
-			continue
-		}
-		p.pending = append(p.pending, m)
-	}
-	if !opts.AllowOutOfOrder {
-		for _, m := range p.pending {
-			if m.Version < p.schemaVersion {
-				p.problems = append(p.problems, &ValidationError{
-					Kind: KindOutOfOrder, Version: m.Version, File: m.File,
-					Detail: fmt.Sprintf("pending migration is older than the highest applied version %d; "+
-						"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", p.schemaVersion),
-				})
-			}
-		}
-	}
-	// On an empty history, files up to BaselineVersion are recorded, not
-	// run: their mode does not matter.
-	if len(rows) == 0 {
-		p.baselined = opts.BaselineVersion
-	}
-	if opts.Transaction == TransactionAll {
-		for _, m := range p.pending {
-			if m.NoTransaction && m.Version > p.baselined {
-				p.problems = append(p.problems, &ValidationError{
-					Kind: KindTransactionMode, Version: m.Version, File: m.File,
-					Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
-				})
-			}
-		}
-	}
-	return p
+	return applied
 }
 
-// statementProblems checks the statements of the pending transactional
-// files that will run (checkTxControl). It reads every such file, so it is
-// left to the runs that are about to apply them (under the lock), validate,
-// plan and status, not the lock-free fast path of every replica. A file
-// applied before (by another tool, adopted as baseline) is never run, so it
-// may keep its own BEGIN/COMMIT.
-func (p plan) statementProblems() []error {
-	var problems []error
+// checkOrder refuses pending migrations older than the schema version.
+func (p *plan) checkOrder() {
 	for _, m := range p.pending {
-		if !m.NoTransaction && m.Version > p.baselined {
-			if err := checkTxControl(m); err != nil {
-				problems = append(problems, err)
-			}
+		if m.Version < p.schemaVersion {
+			p.problems = append(p.problems, &ValidationError{
+				Kind: KindOutOfOrder, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("pending migration is older than the highest applied version %d; "+
+					"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", p.schemaVersion),
+			})
 		}
 	}
-	return problems
+}
+
+// checkSharedTransaction refuses, in TransactionAll mode, the pending
+// no-transaction migrations a run would execute (not baseline ones).
+func (p *plan) checkSharedTransaction() {
+	for _, m := range p.pending {
+		if m.NoTransaction && m.Version > p.baselined {
+			p.problems = append(p.problems, &ValidationError{
+				Kind: KindTransactionMode, Version: m.Version, File: m.File,
+				Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
+			})
+		}
+	}
 }
 
 func isRunning(rows []HistoryRow, v int64) bool {
