@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/lockmigrate/lockmigrate/internal/listfmt"
 )
 
 // Plan is what a migrate run would do, worked out without the lock and
@@ -154,7 +156,7 @@ func schemaPlanOf(migs []*Migration, rows []HistoryRow, opts Options, interrupte
 				baseline[m.Version] = true
 			}
 			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d and the history is empty: a run records %d migration(s) "+
-				"(versions %s) as baseline without running them, then runs the newer ones", bv, len(set), joinVersions(versionsOf(set))))
+				"(versions %s) as baseline without running them, then runs the newer ones", bv, len(set), listfmt.Versions(versionsOf(set))))
 		}
 	}
 	for _, m := range p.pending {

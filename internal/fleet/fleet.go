@@ -280,7 +280,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	f.sum.ControlQueries = sv.Queries
 	f.sum.Listed, f.sum.Total = sv.Listed, len(sv.Tenants)
 	if err != nil {
-		closeConn(ctx, conn)
+		dbconn.Close(ctx, conn)
 		return &f.sum, err
 	}
 	pending := sv.Pending
@@ -299,7 +299,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		slog.Int("queries", f.sum.ControlQueries), slog.Int64("duration_ms", f.sum.FastPath.Milliseconds()))
 	err = f.migrate(ctx, pending)
 	if f.spare != nil {
-		closeConn(ctx, f.spare)
+		dbconn.Close(ctx, f.spare)
 		f.spare = nil
 	}
 	sort.Slice(f.sum.Failures, func(i, j int) bool { return f.sum.Failures[i].Tenant < f.sum.Failures[j].Tenant })
@@ -322,13 +322,6 @@ func (f *fleet) connect(ctx context.Context) (*pgx.Conn, error) {
 	f.sum.Connections++
 	f.mu.Unlock()
 	return conn, nil
-}
-
-// closeConn closes conn even after ctx was cancelled.
-func closeConn(ctx context.Context, conn *pgx.Conn) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = conn.Close(cctx)
 }
 
 // migrate runs the workers over the pending tenants. It returns an error
@@ -525,7 +518,7 @@ func (w *worker) acquire(ctx context.Context) (*pgx.Conn, error) {
 
 func (w *worker) close(ctx context.Context) {
 	if w.conn != nil {
-		closeConn(ctx, w.conn)
+		dbconn.Close(ctx, w.conn)
 		w.conn = nil
 	}
 }
