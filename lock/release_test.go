@@ -124,7 +124,7 @@ func TestRelease(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			url := pgtest.Shared().NewDB(t)
 			c := conns{holder: connect(t, url), bystander: connect(t, url), waiter: connect(t, url), watcher: connect(t, url)}
-			mustLock(t, c.bystander, key+1)
+			pgtest.MustLock(t, c.bystander, key+1)
 			var hung <-chan error
 			if tt.hold != nil {
 				hung = tt.hold(t, c)
@@ -192,14 +192,14 @@ func TestRelease(t *testing.T) {
 
 // idleHolder takes the lock on the holder, idle afterwards.
 func idleHolder(t *testing.T, c conns) <-chan error {
-	mustLock(t, c.holder, 8128)
+	pgtest.MustLock(t, c.holder, 8128)
 	return nil
 }
 
 // hungHolder takes the lock, then keeps the holder busy in a statement
 // that would last an hour.
 func hungHolder(t *testing.T, c conns) <-chan error {
-	mustLock(t, c.holder, 8128)
+	pgtest.MustLock(t, c.holder, 8128)
 	return busy(t, c.holder, c.watcher, "SELECT pg_sleep(3600)")
 }
 
@@ -228,7 +228,7 @@ func TestReleaseDenied(t *testing.T) {
 	admin := pgtest.Shared().NewDB(t)
 	holder, watcher := connect(t, admin), connect(t, admin)
 	term := connect(t, plainRole(t, dbOf(admin)))
-	mustLock(t, holder, key)
+	pgtest.MustLock(t, holder, key)
 	rep, err := lock.New(term, key, nil).Release(ctx, lock.ReleaseOptions{Force: true})
 	var te *lock.TerminateError
 	if !errors.As(err, &te) || !te.Denied || te.PID != pid(holder) || te.Key != key {

@@ -24,8 +24,8 @@ func TestReleaseTimeout(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Shared().NewDB(t)
 	holder, bystander, watcher := connect(t, url), connect(t, url), connect(t, url)
-	mustLock(t, holder, key)
-	mustLock(t, bystander, key+1)
+	pgtest.MustLock(t, holder, key)
+	pgtest.MustLock(t, bystander, key+1)
 	backend := int(pid(holder))
 	if err := syscall.Kill(backend, syscall.SIGSTOP); err != nil {
 		t.Fatalf("stop backend %d: %v", backend, err)

@@ -81,7 +81,7 @@ func TestOneRoundTripPerTransactionalMigration(t *testing.T) {
 				if err != nil || len(res.Applied) != n {
 					t.Fatalf("Migrate = %+v, %v", res, err)
 				}
-				if got := queryInt(t, conn.Conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); got != n {
+				if got := pgtest.QueryInt(t, conn.Conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); got != n {
 					t.Fatalf("history rows = %d, want %d", got, n)
 				}
 				calls[n] = conn.calls.Load()
@@ -152,10 +152,10 @@ func TestFileShapes(t *testing.T) {
 	if err != nil || len(res.Applied) != len(migs) {
 		t.Fatalf("Migrate = %+v, %v", res, err)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c', 'd', 'e')`); n != 5 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c', 'd', 'e')`); n != 5 {
 		t.Fatalf("%d of 5 tables created", n)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); n != len(migs) {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); n != len(migs) {
 		t.Fatalf("history rows = %d, want %d", n, len(migs))
 	}
 }
@@ -208,13 +208,13 @@ func TestErrorAttribution(t *testing.T) {
 			if s := conn.PgConn().TxStatus(); s != 'I' {
 				t.Fatalf("connection left in transaction status %q", s)
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`); n != 0 {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`); n != 0 {
 				t.Fatalf("%d history rows after a failed migration", n)
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
 				t.Fatal("the failed migration's table was committed")
 			}
-			assertNoAdvisoryLocks(t, conn)
+			pgtest.AssertNoAdvisoryLocks(t, conn)
 		})
 	}
 }
@@ -232,10 +232,10 @@ func TestStatementTimeoutInSameQuery(t *testing.T) {
 	if !errors.As(err, &me) || !errors.As(err, &pgErr) || pgErr.Code != "57014" || me.File != "1_slow.sql" {
 		t.Fatalf("Migrate = %v; want statement_timeout (57014) in 1_slow.sql", err)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
 		t.Fatal("the timed-out migration was committed")
 	}
-	if n := queryInt(t, conn, `SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'`); n != 0 {
 		t.Fatalf("statement_timeout %d left on the session after the transaction", n)
 	}
 }

@@ -48,14 +48,14 @@ func TestTransactionControlRefused(t *testing.T) {
 			if tt.ok {
 				want = 1
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != want {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != want {
 				t.Fatalf("%d tables x, want %d", n, want)
 			}
 			// A refused file is refused before anything runs: the history
 			// table is not even created.
 			n := 0
-			if queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'lockmigrate_history'`) == 1 {
-				n = queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`)
+			if pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'lockmigrate_history'`) == 1 {
+				n = pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`)
 			}
 			if n != want {
 				t.Fatalf("%d history rows, want %d", n, want)
