@@ -14,7 +14,7 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
-	"github.com/lockmigrate/lockmigrate/metrics"
+	"github.com/lockmigrate/lockmigrate/internal/metrics"
 )
 
 // tenantsTermination is the termination message's summary of a
