@@ -165,7 +165,7 @@ func (e *env) metricsRun(res *runner.Result, code int, start, end time.Time) met
 func (e *env) pushMetrics(ctx context.Context, run metrics.Run) bool {
 	p := metrics.Pusher{URL: e.cfg.PushgatewayURL, Job: e.cfg.PushgatewayJob, Grouping: e.cfg.Grouping,
 		Username: e.cfg.PushgatewayUsername, Password: e.cfg.PushgatewayPassword, Timeout: e.cfg.PushgatewayTimeout}
-	if err := p.Push(context.WithoutCancel(ctx), run.Families()); err != nil {
+	if err := p.Push(context.WithoutCancel(ctx), run); err != nil {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "metrics push failed; the run's result is unaffected",
 			slog.String("error", err.Error()), slog.Duration("timeout", e.cfg.PushgatewayTimeout))
 		return false

@@ -1,19 +1,20 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/push"
 )
 
-// Pusher sends a run's families to a Pushgateway.
+// Pusher sends a run's families to a Pushgateway. client_golang escapes
+// the job and grouping values for the URL path as for a query string, so a
+// space reaches the gateway as "+" (the hand-written code sent %20).
 type Pusher struct {
 	URL      string
 	Job      string
@@ -23,29 +24,26 @@ type Pusher struct {
 	Timeout  time.Duration
 }
 
-// contentType is the text exposition format, which the Pushgateway accepts
-// as well as the protobuf one.
-const contentType = "text/plain; version=0.0.4; charset=utf-8"
-
-// Push sends fams with add semantics (POST): families not in fams keep the
-// values earlier runs pushed. It gives up at the timeout, whatever the
-// gateway does; the caller logs the error and carries on.
-func (p Pusher) Push(ctx context.Context, fams []Family) error {
-	target, err := p.groupURL()
+// Push sends the run's families with add semantics (POST): families the run
+// does not carry keep the values earlier runs pushed. It gives up at the
+// timeout (5 s when unset), whatever the gateway does; the caller logs the
+// error and carries on.
+func (p Pusher) Push(ctx context.Context, run Run) error {
+	base, auth, err := p.target()
 	if err != nil {
 		return err
 	}
-	for _, f := range fams {
-		for _, l := range f.Labels {
-			if _, ok := p.Grouping[l]; ok {
-				// The gateway would refuse the push with a less helpful 400.
-				return fmt.Errorf("push metrics: grouping label %q is also a label of %s", l, f.Name)
-			}
+	// A registry of the push's own: the default one would add the Go and
+	// process collectors, which describe this short-lived process rather
+	// than the migration, to the group that every replica shares.
+	reg := prometheus.NewRegistry()
+	for _, c := range run.Families() {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("push metrics: %w", err)
 		}
 	}
-	var body bytes.Buffer
-	if err := WriteText(&body, fams); err != nil {
-		return fmt.Errorf("push metrics: %w", err)
+	if err := p.checkGrouping(reg); err != nil {
+		return err
 	}
 	timeout := p.Timeout
 	if timeout <= 0 {
@@ -53,69 +51,61 @@ func (p Pusher) Push(ctx context.Context, fams []Family) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, &body)
-	if err != nil {
-		return fmt.Errorf("push metrics to %s: %w", redactURL(p.URL), err)
-	}
-	req.Header.Set("Content-Type", contentType)
-	if p.Username != "" || p.Password != "" {
-		req.SetBasicAuth(p.Username, p.Password)
-	}
 	// The client's own timeout also bounds a gateway that accepts the
 	// connection and never answers; the default transport uses the system
 	// roots for https:// URLs.
-	resp, err := (&http.Client{Timeout: timeout}).Do(req)
-	if err != nil {
-		// net/http strips a password from the URL in its errors.
+	pusher := push.New(base, p.Job).Gatherer(reg).Client(&http.Client{Timeout: timeout})
+	for k, v := range p.Grouping {
+		pusher.Grouping(k, v)
+	}
+	if auth != nil {
+		pw, _ := auth.Password()
+		pusher.BasicAuth(auth.Username(), pw)
+	}
+	if err := pusher.AddContext(ctx); err != nil {
 		return fmt.Errorf("push metrics to %s: %w", redactURL(p.URL), err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("push metrics to %s: unexpected status %s: %s", redactURL(p.URL), resp.Status, strings.TrimSpace(string(msg)))
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 	return nil
 }
 
-// groupURL is the URL of the group: /metrics/job/<job>{/<label>/<value>},
-// each value path-escaped, or base64url-encoded with the @base64 suffix when
-// it holds a "/" or is empty, as the Pushgateway's API defines.
-func (p Pusher) groupURL() (string, error) {
+// target checks the URL and the job, and returns the URL without its user
+// information, and the credentials to send: the Pusher's, else those of the
+// URL, as net/http would. client_golang writes the URL into its errors, so
+// it never gets the password.
+func (p Pusher) target() (string, *url.Userinfo, error) {
 	if p.Job == "" {
-		return "", fmt.Errorf("push metrics: empty job name")
+		return "", nil, fmt.Errorf("push metrics: empty job name")
 	}
 	u, err := url.Parse(p.URL)
 	if err != nil || u.Scheme == "" || u.Host == "" {
-		return "", fmt.Errorf("push metrics: invalid Pushgateway URL %s", redactURL(p.URL))
+		return "", nil, fmt.Errorf("push metrics: invalid Pushgateway URL %s", redactURL(p.URL))
 	}
-	var b strings.Builder
-	b.WriteString(strings.TrimSuffix(p.URL, "/"))
-	b.WriteString("/metrics")
-	component := func(name, value string) {
-		b.WriteByte('/')
-		b.WriteString(name)
-		switch {
-		case value == "":
-			b.WriteString("@base64/=")
-		case strings.Contains(value, "/"):
-			b.WriteString("@base64/")
-			b.WriteString(base64.RawURLEncoding.EncodeToString([]byte(value)))
-		default:
-			b.WriteByte('/')
-			b.WriteString(url.PathEscape(value))
+	auth := u.User
+	if p.Username != "" || p.Password != "" {
+		auth = url.UserPassword(p.Username, p.Password)
+	}
+	u.User = nil
+	return u.String(), auth, nil
+}
+
+// checkGrouping refuses a grouping label that is also a label of a family:
+// client_golang and the gateway would refuse the push with a less helpful
+// message.
+func (p Pusher) checkGrouping(reg *prometheus.Registry) error {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return fmt.Errorf("push metrics: %w", err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if _, ok := p.Grouping[l.GetName()]; ok {
+					return fmt.Errorf("push metrics: grouping label %q is also a label of %s", l.GetName(), mf.GetName())
+				}
+			}
 		}
 	}
-	component("job", p.Job)
-	names := make([]string, 0, len(p.Grouping))
-	for k := range p.Grouping {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, k := range names {
-		component(k, p.Grouping[k])
-	}
-	return b.String(), nil
+	return nil
 }
 
 func redactURL(u string) string {
