@@ -149,14 +149,17 @@ func Parse(name string, data []byte, f Name) (*Section, error) {
 // tern), "" when it holds none, and an *Error when it holds markers of more
 // than one tool.
 func Detect(text string) (Name, error) {
+	// Each marker is looked for only where a plain substring shows it may
+	// be: a file without any costs a few byte searches (loading stays fast
+	// for sets of thousands of files).
 	var found []Name
-	if gooseMarked(text) {
+	if strings.Contains(text, "+goose") && gooseMarked(text) {
 		found = append(found, Goose)
 	}
-	if dbmateUp.MatchString(text) || dbmateDown.MatchString(text) {
+	if strings.Contains(text, "migrate:") && (dbmateUp.MatchString(text) || dbmateDown.MatchString(text)) {
 		found = append(found, Dbmate)
 	}
-	if strings.Contains(text, ternSeparator) || ternDisableTx.MatchString(text) {
+	if strings.Contains(text, ternSeparator) || strings.Contains(text, "tern: disable-tx") && ternDisableTx.MatchString(text) {
 		found = append(found, Tern)
 	}
 	switch len(found) {
