@@ -35,7 +35,9 @@ type Migration struct {
 	Checksum string // hex SHA-256 of the bytes of that part (of the whole file in lockmigrate's format)
 	// Format is the format the file was read as.
 	Format Format
-	// NoTransaction is set by the no-transaction directive.
+	// NoTransaction is set by the no-transaction directive, or by the
+	// format's own marker (goose NO TRANSACTION, dbmate transaction:false,
+	// tern disable-tx).
 	NoTransaction bool
 	// statements of a no-transaction file, split when it is loaded so a
 	// malformed file is refused before anything runs.
