@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/lockmigrate/lockmigrate/runner/internal/format"
 )
 
 // FuzzLoad feeds Load migration sets of up to three files with arbitrary
@@ -26,6 +28,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add("1_a.sql", []byte("-- lockmigrate:no-transactoin\nSELECT 1"), "0_zero.sql", []byte{}, "99999999999999999999_big.sql", []byte{})
 	f.Add("1_a.sql", []byte("-- lockmigrate:no-transaction\nSELECT 'oops"), "2_$$.sql", []byte("-- lockmigrate:no-transaction\nDO $x$ BEGIN END $x$;"), "sub/3_c.sql", []byte("SELECT 3"))
 	f.Add("9223372036854775807_max.sql", []byte("\xef\xbb\xbf-- lockmigrate:no-transaction\r\nSELECT 1;"), "1_.up.sql", []byte("\xff\xfe"), "1_x.SQL", []byte("SELECT 1"))
+	f.Add("00001_goose.sql", []byte("-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE a;\n"),
+		"20240101000000_dbmate.sql", []byte("-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON a (id);\n-- migrate:down\n"),
+		"3_tern.sql", []byte("SELECT 1;\n---- create above / drop below ----\nSELECT 2;\n"))
 	f.Fuzz(func(t *testing.T, n1 string, d1 []byte, n2 string, d2 []byte, n3 string, d3 []byte) {
 		fsys := fstest.MapFS{}
 		for _, file := range []struct {
@@ -64,15 +69,25 @@ func FuzzLoad(f *testing.F) {
 			if m.Name == "" || !strings.HasSuffix(m.File, ".sql") || strings.HasSuffix(m.File, ".down.sql") {
 				t.Fatalf("bad migration %+v", m)
 			}
-			sum := sha256.Sum256(file.Data)
-			if m.Checksum != hex.EncodeToString(sum[:]) {
-				t.Fatalf("%s: checksum %s is not the SHA-256 of the file", m.File, m.Checksum)
+			// The part that runs: the whole file in lockmigrate's format
+			// (and golang-migrate's), the up section of the others.
+			sec, err := format.Parse(m.File, file.Data, format.Auto)
+			if err != nil || Format(sec.Format) != m.Format {
+				t.Fatalf("%s: loaded as %s, but the format parser says %+v, %v", m.File, m.Format, sec, err)
 			}
-			if m.SQL != strings.TrimPrefix(string(file.Data), "\ufeff") {
-				t.Fatalf("%s: SQL differs from the file without its BOM", m.File)
+			up := sec.Up
+			if m.Format == FormatLockmigrate || m.Format == FormatGolangMigrate {
+				up = file.Data
+			}
+			sum := sha256.Sum256(up)
+			if m.Checksum != hex.EncodeToString(sum[:]) {
+				t.Fatalf("%s: checksum %s is not the SHA-256 of the part that runs", m.File, m.Checksum)
+			}
+			if m.SQL != strings.TrimPrefix(string(up), "\ufeff") {
+				t.Fatalf("%s: SQL differs from the part that runs without its BOM", m.File)
 			}
 			first, _, _ := bytes.Cut(bytes.TrimPrefix(file.Data, []byte("\xef\xbb\xbf")), []byte("\n"))
-			if want := strings.TrimSpace(string(first)) == NoTransactionDirective; m.NoTransaction != want {
+			if want := strings.TrimSpace(string(first)) == NoTransactionDirective || sec.NoTransaction; m.NoTransaction != want {
 				t.Fatalf("%s: NoTransaction = %v, first line %q", m.File, m.NoTransaction, first)
 			}
 			if !m.NoTransaction && m.statements != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/lockmigrate/lockmigrate/internal/sqlsplit"
+	"github.com/lockmigrate/lockmigrate/runner/internal/format"
 )
 
 // NoTransactionDirective, on a file's first line, makes the file run outside
@@ -30,9 +31,13 @@ type Migration struct {
 	Version  int64
 	Name     string // the part of the file name after "<version>_", without the suffix
 	File     string // the file name inside the migration set
-	SQL      string
-	Checksum string // hex SHA-256 of the file's bytes
-	// NoTransaction is set by the no-transaction directive.
+	SQL      string // the part of the file that runs (the up section), without a byte order mark
+	Checksum string // hex SHA-256 of the bytes of that part (of the whole file in lockmigrate's format)
+	// Format is the format the file was read as.
+	Format Format
+	// NoTransaction is set by the no-transaction directive, or by the
+	// format's own marker (goose NO TRANSACTION, dbmate transaction:false,
+	// tern disable-tx).
 	NoTransaction bool
 	// statements of a no-transaction file, split when it is loaded so a
 	// malformed file is refused before anything runs.
@@ -42,12 +47,17 @@ type Migration struct {
 // fileName matches "<version>_<name>.sql" and "<version>_<name>.up.sql".
 var fileName = regexp.MustCompile(`^([0-9]+)_([^/]+?)(\.up)?\.sql$`)
 
-// Load reads the migration set from the top level of fsys. Files not ending in
-// ".sql" are ignored (READMEs, embed helpers), as are ".down.sql" files:
-// lockmigrate only moves forward. Every problem found is reported at once, as
-// *ValidationError values joined with errors.Join, so a CI run lists all
-// broken files instead of one per push.
-func Load(fsys fs.FS) ([]*Migration, error) {
+// LoadFormat reads the migration set from the top level of fsys, each file
+// as format f (FormatAuto: as its markers show). Files not ending in ".sql"
+// are ignored (READMEs, embed helpers), as are ".down.sql" files: lockmigrate
+// only moves forward. Of a file written for a tool that keeps its down
+// section in the file, only the up section is run and checksummed. Every
+// problem found is reported at once, as *ValidationError values joined with
+// errors.Join, so a CI run lists all broken files instead of one per push.
+func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
+	if !format.Name(f).Valid() {
+		return nil, fmt.Errorf("unknown migration file format %q", f)
+	}
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
 		return nil, fmt.Errorf("read migration directory: %w", err)
@@ -75,17 +85,23 @@ func Load(fsys fs.FS) ([]*Migration, error) {
 				Detail: fmt.Sprintf("cannot read the file: %v", err)})
 			continue
 		}
-		sum := sha256.Sum256(data)
-		m.Checksum = hex.EncodeToString(sum[:])
-		// The checksum covers the bytes as written; the server gets them
-		// without a UTF-8 byte order mark, which it would reject.
-		m.SQL = strings.TrimPrefix(string(data), "\ufeff")
-		if err := m.parseDirective(data); err != nil {
+		sec, err := readSection(m, data, f)
+		if err != nil {
 			problems = append(problems, err)
 			continue
 		}
+		sum := sha256.Sum256(sec.Up)
+		m.Checksum = hex.EncodeToString(sum[:])
+		// The checksum covers the bytes that run, as written; the server
+		// gets them without a UTF-8 byte order mark, which it would reject.
+		m.SQL = sec.SQL
+		if err := m.parseDirective(sec.Up); err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		m.NoTransaction = m.NoTransaction || sec.NoTransaction
 		if m.NoTransaction {
-			if m.statements, err = sqlsplit.Split(m.SQL); err != nil {
+			if m.statements, err = sec.Statements(); err != nil {
 				problems = append(problems, &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
 					Detail: fmt.Sprintf("cannot split into statements: %v", err)})
 				continue
@@ -100,6 +116,9 @@ func Load(fsys fs.FS) ([]*Migration, error) {
 		}
 		byVer[m.Version] = m
 		migs = append(migs, m)
+	}
+	if err := checkMixed(f, migs); err != nil {
+		problems = append(problems, err)
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)

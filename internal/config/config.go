@@ -37,6 +37,7 @@ type Config struct {
 	Schema         string        `env:"LOCKMIGRATE_SCHEMA" envDefault:"public" help:"schema of the history table (created if missing)"`
 	Table          string        `env:"LOCKMIGRATE_TABLE" envDefault:"lockmigrate_history" help:"history table name"`
 	Dir            string        `env:"LOCKMIGRATE_DIR" help:"read migrations from this directory instead of the embedded set"`
+	Format         string        `env:"LOCKMIGRATE_FORMAT" envDefault:"auto" oneof:"auto,lockmigrate,goose,dbmate,tern,golang-migrate" help:"migration file format: auto (each file as its markers show; a set mixing tools is refused) or one forced for every file; only the up section of goose, dbmate and tern files runs"`
 
 	Transaction      string        `env:"LOCKMIGRATE_TRANSACTION" envDefault:"each" oneof:"each,all" help:"each: one transaction per migration; all: every pending migration in one transaction"`
 	LockTimeout      time.Duration `env:"LOCKMIGRATE_LOCK_TIMEOUT" envDefault:"0" help:"lock_timeout for migration statements (0 = off); on 55P03 the transaction is rolled back and retried"`

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockmigrate/lockmigrate/runner"
 )
 
 func TestDefaults(t *testing.T) {
@@ -14,7 +16,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{OnLocked: "skip", WaitTimeout: 10 * time.Minute, ConnectTimeout: time.Minute,
-		Schema: "public", Table: "lockmigrate_history", Transaction: "each", LockRetries: 3,
+		Schema: "public", Table: "lockmigrate_history", Format: "auto", Transaction: "each", LockRetries: 3,
 		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
@@ -57,6 +59,29 @@ func TestLibpqCaptured(t *testing.T) {
 	empty, _ := Load(func(string) string { return "" })
 	if empty.DatabaseConfigured() {
 		t.Fatal("an empty environment counts as a configured database")
+	}
+}
+
+// TestFormat: LOCKMIGRATE_FORMAT accepts exactly the runner's formats.
+func TestFormat(t *testing.T) {
+	f, _ := reflect.TypeOf(Config{}).FieldByName("Format")
+	var want []string
+	for _, v := range runner.Formats {
+		want = append(want, string(v))
+	}
+	if got := strings.Split(f.Tag.Get("oneof"), ","); !reflect.DeepEqual(got, want) {
+		t.Fatalf("oneof %v, want runner.Formats %v", got, want)
+	}
+	for _, v := range want {
+		cfg, err := Load(func(k string) string { return map[string]string{"LOCKMIGRATE_FORMAT": v}[k] })
+		if err != nil || cfg.Format != v {
+			t.Fatalf("LOCKMIGRATE_FORMAT=%s: %+v, %v", v, cfg, err)
+		}
+	}
+	_, err := Load(func(k string) string { return map[string]string{"LOCKMIGRATE_FORMAT": "flyway"}[k] })
+	if err == nil || !strings.Contains(err.Error(), `invalid LOCKMIGRATE_FORMAT "flyway"`) ||
+		!strings.Contains(err.Error(), "auto, lockmigrate, goose, dbmate, tern, golang-migrate") {
+		t.Fatalf("LOCKMIGRATE_FORMAT=flyway: %v", err)
 	}
 }
 
