@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
-	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/internal/metrics"
+	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
