@@ -102,7 +102,7 @@ func regclassText(key string) string {
 }
 
 const catalogQuery = `
-SELECT k, c.oid IS NOT NULL AND c.relkind IN ('r', 'p', 'm'), c.relkind = 'i',
+SELECT k, coalesce(c.relkind IN ('r', 'p', 'm'), false), coalesce(c.relkind = 'i', false),
        CASE WHEN c.reltuples >= 0 THEN c.reltuples
             WHEN pg_relation_size(c.oid) = 0 THEN 0 ELSE -1 END::float8,
        coalesce(t.key, ''),
