@@ -2,6 +2,7 @@ package pgparse
 
 import (
 	"errors"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -9,6 +10,38 @@ import (
 type token struct {
 	start, end int
 	comment    bool
+	// char is the character of a one-character token (';', '('), else 0.
+	char byte
+}
+
+// Token is one lexical token of PostgreSQL's lexer: its byte range, whether
+// it is a comment, and the character of a one-character token (';', '(',
+// ')'; 0 for others).
+type Token struct {
+	Start, End int
+	Comment    bool
+	Char       byte
+}
+
+// Scan runs PostgreSQL's lexer alone over sql: it accepts any text the
+// lexer can tokenize, valid statements or not.
+func Scan(sql string) ([]Token, error) {
+	if !available {
+		return nil, ErrUnavailable
+	}
+	if i := strings.IndexByte(sql, 0); i >= 0 {
+		return nil, &SyntaxError{Msg: "NUL byte in the text", Offset: i}
+	}
+	parses.Add(1)
+	toks, err := scan(sql)
+	if err != nil {
+		return nil, located(sql, err)
+	}
+	out := make([]Token, len(toks))
+	for i, t := range toks {
+		out[i] = Token{Start: t.start, End: t.end, Comment: t.comment, Char: t.char}
+	}
+	return out, nil
 }
 
 // The scanner's token numbers for comments (pg_query.proto, enum Token).
@@ -82,6 +115,9 @@ func scanToken(b []byte) (token, error) {
 			t.end = int(v)
 		case 4:
 			t.comment = v == tokSQLComment || v == tokCComment
+			if v < 128 {
+				t.char = byte(v)
+			}
 		}
 	}
 	return t, nil
