@@ -52,12 +52,12 @@ func TestTerminate(t *testing.T) {
 	}{
 		{name: "holder terminated", wantTerminated: true,
 			prepare: func(t *testing.T, holder, _ *pgx.Conn) int32 {
-				mustLock(t, holder, key)
+				pgtest.MustLock(t, holder, key)
 				return int32(holder.PgConn().PID())
 			}},
 		{name: "released in between: not terminated",
 			prepare: func(t *testing.T, holder, _ *pgx.Conn) int32 {
-				mustLock(t, holder, key)
+				pgtest.MustLock(t, holder, key)
 				pid := int32(holder.PgConn().PID())
 				if err := lock.New(holder, key, nil).Unlock(context.Background()); err != nil {
 					t.Fatal(err)
@@ -66,12 +66,12 @@ func TestTerminate(t *testing.T) {
 			}},
 		{name: "session holding another key: not terminated",
 			prepare: func(t *testing.T, holder, bystander *pgx.Conn) int32 {
-				mustLock(t, holder, key)
+				pgtest.MustLock(t, holder, key)
 				return int32(bystander.PgConn().PID())
 			}},
 		{name: "superuser holder, plain role: denied", superHolder: true, wantDenied: true,
 			prepare: func(t *testing.T, holder, _ *pgx.Conn) int32 {
-				mustLock(t, holder, key)
+				pgtest.MustLock(t, holder, key)
 				return int32(holder.PgConn().PID())
 			}},
 	}
@@ -84,7 +84,7 @@ func TestTerminate(t *testing.T) {
 				termURL = plainRole(t, dbOf(admin))
 			}
 			holder, bystander, term := connect(t, holderURL), connect(t, admin), connect(t, termURL)
-			mustLock(t, bystander, key+1)
+			pgtest.MustLock(t, bystander, key+1)
 			pid := tt.prepare(t, holder, bystander)
 			a := lock.New(term, key, nil)
 			terminated, err := a.Terminate(ctx, pid)
@@ -134,7 +134,7 @@ func TestTerminate(t *testing.T) {
 func TestWaitReleasedDeadline(t *testing.T) {
 	url := pgtest.Shared().NewDB(t)
 	holder, watcher := connect(t, url), connect(t, url)
-	mustLock(t, holder, 5)
+	pgtest.MustLock(t, holder, 5)
 	cause := errors.New("my deadline")
 	ctx, cancel := context.WithTimeoutCause(context.Background(), 200*time.Millisecond, cause)
 	defer cancel()
@@ -150,7 +150,7 @@ func TestHolderQuery(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.Shared().NewDB(t)
 	holder, watcher := connect(t, url), connect(t, url)
-	mustLock(t, holder, 77)
+	pgtest.MustLock(t, holder, 77)
 	long := "SELECT '" + strings.Repeat("é", 300) + "'"
 	if _, err := holder.Exec(ctx, long); err != nil {
 		t.Fatal(err)
@@ -171,12 +171,5 @@ func TestHolderQuery(t *testing.T) {
 	}
 	if h, err = lock.New(watcher, 77, nil).Holder(ctx); err != nil || h.Query != "SELECT 2" {
 		t.Fatalf("short query = %+v, %v", h, err)
-	}
-}
-
-func mustLock(t *testing.T, conn *pgx.Conn, key int64) {
-	t.Helper()
-	if ok, err := lock.New(conn, key, nil).TryLock(context.Background()); err != nil || !ok {
-		t.Fatalf("TryLock(%d) = %v, %v", key, ok, err)
 	}
 }

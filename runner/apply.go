@@ -162,67 +162,6 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 // fileEnd follows every transactional file in its query.
 const fileEnd = "\n;\n"
 
-// checkTxControl refuses a transactional file with a top-level statement
-// that ends or starts a transaction: its COMMIT would commit the file's
-// work apart from its history row (which would then commit on its own,
-// outside any transaction), its ROLLBACK would undo the work and still
-// record the migration as applied. ROLLBACK TO a savepoint is fine. A file
-// the splitter cannot read passes: the server reports it, with its
-// position, when the file runs.
-func checkTxControl(m *Migration) error {
-	stmts, err := sqlsplit.Split(m.SQL)
-	if err != nil {
-		return nil
-	}
-	for _, st := range stmts {
-		words := strings.Fields(strings.ToUpper(st.SQL))
-		if len(words) == 0 {
-			continue
-		}
-		w0 := strings.TrimRight(words[0], ";")
-		next := func() string {
-			for _, w := range words[1:] {
-				if w != "WORK" && w != "TRANSACTION" {
-					return strings.TrimRight(w, ";")
-				}
-			}
-			return ""
-		}
-		bad := false
-		switch w0 {
-		case "BEGIN", "START", "COMMIT", "END", "ABORT":
-			bad = true
-		case "ROLLBACK":
-			bad = next() != "TO"
-		case "PREPARE":
-			bad = len(words) > 1 && strings.TrimRight(words[1], ";") == "TRANSACTION"
-		}
-		if bad {
-			return &ValidationError{Kind: KindTransactionControl, Version: m.Version, File: m.File,
-				Detail: fmt.Sprintf("line %d: %q ends the transaction lockmigrate runs this file in; "+
-					"remove it (each file is already one transaction), or mark the file "+
-					"\"-- lockmigrate:no-transaction\" to run its statements one by one", st.Line, firstLine(st.SQL))}
-		}
-	}
-	return nil
-}
-
-// CheckTransactionControl checks every transactional migration of migs as
-// a run checks the pending ones (see checkTxControl), for validate without a
-// database, which cannot tell which files are pending.
-func CheckTransactionControl(migs []*Migration) error {
-	var problems []error
-	for _, m := range migs {
-		if m.NoTransaction {
-			continue
-		}
-		if err := checkTxControl(m); err != nil {
-			problems = append(problems, err)
-		}
-	}
-	return errors.Join(problems...)
-}
-
 // txError attributes an error of execTx's query for m, which began with
 // prefix, to the migration's file (locating the statement when the server
 // gave a position) or to the history row.

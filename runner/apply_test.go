@@ -81,7 +81,7 @@ func TestOneRoundTripPerTransactionalMigration(t *testing.T) {
 				if err != nil || len(res.Applied) != n {
 					t.Fatalf("Migrate = %+v, %v", res, err)
 				}
-				if got := queryInt(t, conn.Conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); got != n {
+				if got := pgtest.QueryInt(t, conn.Conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); got != n {
 					t.Fatalf("history rows = %d, want %d", got, n)
 				}
 				calls[n] = conn.calls.Load()
@@ -152,10 +152,10 @@ func TestFileShapes(t *testing.T) {
 	if err != nil || len(res.Applied) != len(migs) {
 		t.Fatalf("Migrate = %+v, %v", res, err)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c', 'd', 'e')`); n != 5 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'b', 'c', 'd', 'e')`); n != 5 {
 		t.Fatalf("%d of 5 tables created", n)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); n != len(migs) {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); n != len(migs) {
 		t.Fatalf("history rows = %d, want %d", n, len(migs))
 	}
 }
@@ -208,65 +208,13 @@ func TestErrorAttribution(t *testing.T) {
 			if s := conn.PgConn().TxStatus(); s != 'I' {
 				t.Fatalf("connection left in transaction status %q", s)
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`); n != 0 {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`); n != 0 {
 				t.Fatalf("%d history rows after a failed migration", n)
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
 				t.Fatal("the failed migration's table was committed")
 			}
-			assertNoAdvisoryLocks(t, conn)
-		})
-	}
-}
-
-// TestTransactionControlRefused: a pending transactional file that ends the
-// transaction lockmigrate runs it in is refused before anything runs;
-// without the check, ROLLBACK in the file would undo its work and still
-// record it as applied.
-func TestTransactionControlRefused(t *testing.T) {
-	ctx := context.Background()
-	for _, tt := range []struct {
-		file string
-		line int
-		ok   bool
-	}{
-		{file: "CREATE TABLE x (id int);\nROLLBACK;\n", line: 2},
-		{file: "BEGIN;\nCREATE TABLE x (id int);\nCOMMIT;\n", line: 1},
-		{file: "CREATE TABLE x (id int);\n  end ;", line: 2},
-		{file: "start transaction;\nCREATE TABLE x (id int);", line: 1},
-		{file: "CREATE TABLE x (id int);\nrollback work and chain;", line: 2},
-		{file: "SAVEPOINT s;\nCREATE TABLE x (id int);\nROLLBACK TO SAVEPOINT s;\nCREATE TABLE x (id int);", ok: true},
-		{file: "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nCREATE TABLE x (id int);", ok: true},
-		{file: "DO $$ BEGIN PERFORM 1; END $$;\nCREATE TABLE x (id int); -- COMMIT;", ok: true},
-	} {
-		t.Run(tt.file, func(t *testing.T) {
-			url := pgtest.Shared().NewDB(t)
-			r, conn := newRunner(t, url, load(t, fstest.MapFS{"1_f.sql": {Data: []byte(tt.file)}}), runner.Options{})
-			_, err := r.Migrate(ctx)
-			var ve *runner.ValidationError
-			switch {
-			case tt.ok && err != nil:
-				t.Fatalf("Migrate = %v, want success", err)
-			case tt.ok:
-			case !errors.As(err, &ve) || ve.Kind != runner.KindTransactionControl || !strings.Contains(err.Error(), fmt.Sprintf("line %d:", tt.line)):
-				t.Fatalf("Migrate = %v, want a transaction_control refusal at line %d", err, tt.line)
-			}
-			want := 0
-			if tt.ok {
-				want = 1
-			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != want {
-				t.Fatalf("%d tables x, want %d", n, want)
-			}
-			// A refused file is refused before anything runs: the history
-			// table is not even created.
-			n := 0
-			if queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'lockmigrate_history'`) == 1 {
-				n = queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`)
-			}
-			if n != want {
-				t.Fatalf("%d history rows, want %d", n, want)
-			}
+			pgtest.AssertNoAdvisoryLocks(t, conn)
 		})
 	}
 }
@@ -284,10 +232,10 @@ func TestStatementTimeoutInSameQuery(t *testing.T) {
 	if !errors.As(err, &me) || !errors.As(err, &pgErr) || pgErr.Code != "57014" || me.File != "1_slow.sql" {
 		t.Fatalf("Migrate = %v; want statement_timeout (57014) in 1_slow.sql", err)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'x'`); n != 0 {
 		t.Fatal("the timed-out migration was committed")
 	}
-	if n := queryInt(t, conn, `SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT setting::int FROM pg_settings WHERE name = 'statement_timeout'`); n != 0 {
 		t.Fatalf("statement_timeout %d left on the session after the transaction", n)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockmigrate/lockmigrate/internal/listfmt"
 )
 
 // StateBaseline marks a migration recorded as applied without being run:
@@ -130,7 +132,7 @@ func (r *Runner) baselineSet(versions []int64) ([]*Migration, error) {
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
 		return nil, &ValidationError{Kind: KindUnknownVersion, Version: unknown[0],
-			Detail: fmt.Sprintf("cannot record version(s) %s as baseline: no such file in this migration set", joinVersions(unknown))}
+			Detail: fmt.Sprintf("cannot record version(s) %s as baseline: no such file in this migration set", listfmt.Versions(unknown))}
 	}
 	return migs, nil
 }
@@ -325,17 +327,4 @@ func versionsOf(migs []*Migration) []int64 {
 		out[i] = m.Version
 	}
 	return out
-}
-
-// joinVersions lists up to 10 versions, then how many more.
-func joinVersions(vs []int64) string {
-	var parts []string
-	for i, v := range vs {
-		if i == 10 {
-			parts = append(parts, fmt.Sprintf("and %d more", len(vs)-10))
-			break
-		}
-		parts = append(parts, fmt.Sprint(v))
-	}
-	return strings.Join(parts, ", ")
 }

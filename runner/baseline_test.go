@@ -137,7 +137,7 @@ func TestBaselineVersion(t *testing.T) {
 		if err := r2.Validate(ctx); err != nil {
 			t.Fatal(err)
 		}
-		assertNoAdvisoryLocks(t, conn)
+		pgtest.AssertNoAdvisoryLocks(t, conn)
 	})
 
 	t.Run("a changed baselined file is a checksum mismatch", func(t *testing.T) {
@@ -220,7 +220,7 @@ func TestBaselineVersion(t *testing.T) {
 		if got := states(historyRows(t, conn, "lockmigrate_history")); got != "1:baseline 2:baseline 3:baseline 4:applied 5:applied" {
 			t.Fatalf("history %s", got)
 		}
-		assertNoAdvisoryLocks(t, conn)
+		pgtest.AssertNoAdvisoryLocks(t, conn)
 	})
 
 	t.Run("negative refused", func(t *testing.T) {
@@ -322,7 +322,7 @@ func TestBaselineUpgradesOldHistoryTable(t *testing.T) {
 		if after := stateChecks(t, conn, table); !slices.Equal(after, before) {
 			t.Fatalf("checks changed by an idempotent baseline: %q -> %q", before, after)
 		}
-		assertNoAdvisoryLocks(t, conn)
+		pgtest.AssertNoAdvisoryLocks(t, conn)
 	})
 
 	t.Run("old table with history: not upgraded", func(t *testing.T) {
@@ -354,7 +354,7 @@ func TestBaselineRefusals(t *testing.T) {
 	if !errors.As(err, &ve) || ve.Kind != runner.KindUnknownVersion || !strings.Contains(err.Error(), "4") {
 		t.Fatalf("Baseline(1, 4) = %v, want unknown_version", err)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_class WHERE relname = 'lockmigrate_history'`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_class WHERE relname = 'lockmigrate_history'`); n != 0 {
 		t.Fatal("history table created for a refused baseline")
 	}
 	if _, err := r.Baseline(ctx, []int64{1, 2}); err != nil {
@@ -378,5 +378,5 @@ func TestBaselineRefusals(t *testing.T) {
 	if got := states(historyRows(t, conn, "lockmigrate_history")); got != "1:baseline 2:baseline 3:applied" {
 		t.Fatalf("history %s", got)
 	}
-	assertNoAdvisoryLocks(t, conn)
+	pgtest.AssertNoAdvisoryLocks(t, conn)
 }

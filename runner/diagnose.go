@@ -89,12 +89,6 @@ func (r *Runner) watchClient(ctx context.Context) {
 	}
 }
 
-// ErrReadOnly is returned when the lock holder finds itself on a server that
-// cannot take writes: a standby, or default_transaction_read_only=on (as
-// after some failovers). Failing before the first DDL gives a clear message
-// instead of "cannot execute CREATE TABLE in a read-only transaction".
-var ErrReadOnly = errors.New("connected to a read-only server")
-
 func (r *Runner) checkWritable(ctx context.Context) error {
 	var recovery, readOnly bool
 	if err := r.conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::bool`).Scan(&recovery, &readOnly); err != nil {

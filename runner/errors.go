@@ -89,3 +89,13 @@ func (e *MigrationError) Unwrap() error { return e.Err }
 // ErrWaitTimeout is returned in wait mode when the lock was not obtained
 // within the configured wait timeout.
 var ErrWaitTimeout = errors.New("timed out waiting for the advisory lock")
+
+// ErrReadOnly is returned when the lock holder finds itself on a server that
+// cannot take writes: a standby, or default_transaction_read_only=on (as
+// after some failovers). Failing before the first DDL gives a clear message
+// instead of "cannot execute CREATE TABLE in a read-only transaction".
+var ErrReadOnly = errors.New("connected to a read-only server")
+
+// ErrNothingToResolve is returned by Resolve when the version has no
+// interrupted ("running") history row.
+var ErrNothingToResolve = errors.New("nothing to resolve")

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lockmigrate/lockmigrate/internal/sqlquote"
 )
 
 // History row states.
@@ -146,16 +147,6 @@ const serverDuration = `(extract(epoch FROM clock_timestamp() - statement_timest
 // an SQL expression: serverDuration when the file travels in the same query.
 func (h history) insertAppliedLiteral(m *Migration, durationMS, appliedBy, runID string) string {
 	return `INSERT INTO ` + h.ident + ` (version, name, checksum, applied_at, duration_ms, applied_by, run_id, state)
-VALUES (` + strconv.FormatInt(m.Version, 10) + `, ` + quoteLiteral(m.Name) + `, ` + quoteLiteral(m.Checksum) +
-		`, clock_timestamp(), ` + durationMS + `, ` + quoteLiteral(appliedBy) + `, ` + quoteLiteral(runID) + `::uuid, 'applied')`
-}
-
-// quoteLiteral quotes s as an SQL string literal. A value with a backslash
-// uses the E'...' form, whose meaning does not depend on
-// standard_conforming_strings.
-func quoteLiteral(s string) string {
-	if strings.ContainsRune(s, '\\') {
-		return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
-	}
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+VALUES (` + strconv.FormatInt(m.Version, 10) + `, ` + sqlquote.Literal(m.Name) + `, ` + sqlquote.Literal(m.Checksum) +
+		`, clock_timestamp(), ` + durationMS + `, ` + sqlquote.Literal(appliedBy) + `, ` + sqlquote.Literal(runID) + `::uuid, 'applied')`
 }

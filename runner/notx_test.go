@@ -105,7 +105,7 @@ CREATE INDEX CONCURRENTLY items_upper_idx ON items (upper(name))`)},
 	contend(t, url, migs, 11, runner.Options{StatementTimeout: 30 * time.Second})
 
 	conn := connect(t, url)
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 	   WHERE c.relname IN ('items_name_idx', 'items_upper_idx') AND i.indisvalid`); n != 2 {
 		t.Fatalf("%d valid concurrent indexes, want 2", n)
 	}
@@ -113,16 +113,16 @@ CREATE INDEX CONCURRENTLY items_upper_idx ON items (upper(name))`)},
 	if err := conn.QueryRow(context.Background(), `SELECT item_label(7)`).Scan(&label); err != nil || label != "item 7;" {
 		t.Fatalf("item_label(7) = %q, %v", label, err)
 	}
-	waiting := queryInt(t, conn, `SELECT count(*) FROM observed`)
-	inXact := queryInt(t, conn, `SELECT count(*) FROM observed WHERE in_xact OR state LIKE 'idle in transaction%'`)
+	waiting := pgtest.QueryInt(t, conn, `SELECT count(*) FROM observed`)
+	inXact := pgtest.QueryInt(t, conn, `SELECT count(*) FROM observed WHERE in_xact OR state LIKE 'idle in transaction%'`)
 	t.Logf("contenders seen polling during the migration: %d, inside a transaction: %d", waiting, inXact)
 	if waiting < 5 || inXact != 0 {
 		t.Fatalf("observed %d polling contenders, %d inside a transaction; want >= 5 and 0", waiting, inXact)
 	}
-	if n := queryInt(t, conn, `SELECT statements_done FROM lockmigrate_history WHERE version = 2 AND state = 'applied'`); n != 5 {
+	if n := pgtest.QueryInt(t, conn, `SELECT statements_done FROM lockmigrate_history WHERE version = 2 AND state = 'applied'`); n != 5 {
 		t.Fatalf("statements_done = %d, want 5", n)
 	}
-	assertNoAdvisoryLocks(t, conn)
+	pgtest.AssertNoAdvisoryLocks(t, conn)
 }
 
 // TestZeroDowntimeExamples applies the documented example set while 10 other
@@ -135,21 +135,21 @@ func TestZeroDowntimeExamples(t *testing.T) {
 	}
 	contend(t, url, migs, 11, runner.Options{LockTimeout: 2 * time.Second, LockRetries: 3})
 	conn := connect(t, url)
-	if n := queryInt(t, conn, `SELECT count(*) FROM accounts WHERE plan = 'free'`); n != 5000 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM accounts WHERE plan = 'free'`); n != 5000 {
 		t.Fatalf("backfilled %d rows, want 5000", n)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM information_schema.columns
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM information_schema.columns
 	   WHERE table_name = 'accounts' AND column_name = 'plan' AND is_nullable = 'NO'`); n != 1 {
 		t.Fatal("plan is not NOT NULL")
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 	   WHERE c.relname = 'accounts_plan_idx' AND i.indisvalid`); n != 1 {
 		t.Fatal("accounts_plan_idx missing or invalid")
 	}
-	if n := queryInt(t, conn, `SELECT accounts_on_plan('free')`); n != 5000 {
+	if n := pgtest.QueryInt(t, conn, `SELECT accounts_on_plan('free')`); n != 5000 {
 		t.Fatalf("accounts_on_plan = %d", n)
 	}
-	assertNoAdvisoryLocks(t, conn)
+	pgtest.AssertNoAdvisoryLocks(t, conn)
 }
 
 // TestNoTransactionLockTimeoutDropsInvalidIndex: a CREATE INDEX
@@ -203,7 +203,7 @@ func TestNoTransactionLockTimeoutDropsInvalidIndex(t *testing.T) {
 	if strings.Join(invalid, ",") != "old_broken" {
 		t.Fatalf("INVALID indexes after the run: %v, want only the pre-existing old_broken", invalid)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 't_a_idx' AND i.indisvalid`); n != 1 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 't_a_idx' AND i.indisvalid`); n != 1 {
 		t.Fatal("t_a_idx not built")
 	}
 }
@@ -229,7 +229,7 @@ func TestInterruptedByFailureThenResolved(t *testing.T) {
 	if !errors.As(err, &me) || me.StatementIndex != 2 || me.Line != 4 || !strings.Contains(err.Error(), "public.dup_a_key") || !strings.Contains(err.Error(), "23505") {
 		t.Fatalf("Migrate = %v; want a MigrationError at statement 2, line 4, naming the INVALID index", err)
 	}
-	assertNoAdvisoryLocks(t, admin)
+	pgtest.AssertNoAdvisoryLocks(t, admin)
 
 	_, err = r.Migrate(ctx)
 	var ve *runner.ValidationError
@@ -242,7 +242,7 @@ func TestInterruptedByFailureThenResolved(t *testing.T) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
-	if n := queryInt(t, admin, `SELECT count(*) FROM pg_tables WHERE tablename = 'next_one'`); n != 0 {
+	if n := pgtest.QueryInt(t, admin, `SELECT count(*) FROM pg_tables WHERE tablename = 'next_one'`); n != 0 {
 		t.Fatal("a later migration ran past an interrupted one")
 	}
 	// Validate (lock-free) reports it too.
@@ -270,5 +270,5 @@ func TestInterruptedByFailureThenResolved(t *testing.T) {
 	if err != nil || res.Outcome != runner.OutcomeApplied || len(res.Applied) != 2 {
 		t.Fatalf("Migrate after resolve = %+v, %v", res, err)
 	}
-	assertNoAdvisoryLocks(t, admin)
+	pgtest.AssertNoAdvisoryLocks(t, admin)
 }

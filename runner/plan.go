@@ -2,141 +2,178 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/lockmigrate/lockmigrate/internal/listfmt"
 )
 
-// plan is what a run must do, given the migration set and the history.
-type plan struct {
-	pending []*Migration
-	// ahead are applied versions this binary does not know: the database was
-	// migrated by a newer release. That is normal during an application
-	// rollback, so it is a warning, not an error.
-	ahead []int64
-	// running are rows left in state "running". Seen without the lock they
-	// may belong to a live run; seen under the lock they are interrupted.
-	running []HistoryRow
-	// problems are validation failures (checksum mismatches, out-of-order).
-	problems []error
-	// schemaVersion is the highest applied version (0 when none).
-	schemaVersion int64
-	// baselined: on an empty history, files up to this version are
-	// recorded by the baseline, not run.
-	baselined int64
+// Plan is what a migrate run would do, worked out without the lock and
+// without changing anything. It has one section per history table: a single
+// one today, so that a run over several schemas can list each of its own.
+type Plan struct {
+	// DatabaseConsulted is false for PlanOffline: no history was read, and
+	// every migration is listed as it would run on an empty database.
+	DatabaseConsulted bool         `json:"database_consulted"`
+	Schemas           []SchemaPlan `json:"schemas"`
 }
 
-// upToDate reports whether there is nothing to do and nothing wrong.
-func (p plan) upToDate() bool {
-	return len(p.pending) == 0 && len(p.running) == 0 && len(p.problems) == 0
+// SchemaPlan is the plan for one history table.
+type SchemaPlan struct {
+	Schema string `json:"schema"`
+	Table  string `json:"table"`
+	// HistoryExists is false when the table is missing (a run would create
+	// it under the lock) and for an offline plan.
+	HistoryExists bool  `json:"history_exists"`
+	SchemaVersion int64 `json:"schema_version"`
+	// Transaction is the configured grouping of transactional migrations.
+	Transaction TransactionMode `json:"transaction"`
+	// Pending is what would run, in order.
+	Pending []PlannedMigration `json:"pending"`
+	// Ahead are applied versions unknown to this migration set: a newer
+	// release migrated the database (a warning, not an error).
+	Ahead []int64 `json:"ahead,omitempty"`
+	// Notes are remarks that do not stop a run.
+	Notes []string `json:"notes,omitempty"`
+	// Problems are the validation failures a run would stop on (exit 5),
+	// with the messages migrate and validate give.
+	Problems []string `json:"problems,omitempty"`
 }
 
-// fastPlan is the plan of the lock-free fast path, from the brief history
-// read. Only when it finds problems does it read the full rows, so the
-// errors say when and by whom the changed migrations were applied, exactly
-// as a plan from the full history would.
-func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
-	rows, err := r.hist.readBrief(ctx, r.conn)
+// How a planned migration would run.
+const (
+	// ModeTransaction: in its own transaction (LOCKMIGRATE_TRANSACTION=each).
+	ModeTransaction = "transaction"
+	// ModeSharedTransaction: in one transaction with every other pending
+	// migration (LOCKMIGRATE_TRANSACTION=all).
+	ModeSharedTransaction = "shared-transaction"
+	// ModeNoTransaction: outside any transaction, one statement at a time.
+	ModeNoTransaction = "no-transaction"
+	// ModeBaseline: recorded as applied (state baseline) without being run,
+	// because Options.BaselineVersion is set and the history is empty.
+	ModeBaseline = "baseline"
+)
+
+// PlannedMigration is one migration a run would apply (or, in
+// ModeBaseline, record without running it).
+type PlannedMigration struct {
+	Version  int64  `json:"version"`
+	Name     string `json:"name"`
+	File     string `json:"file"`
+	Checksum string `json:"checksum"`
+	Mode     string `json:"mode"`
+	// Statements counts the statements of a no-transaction migration, each
+	// executed and recorded on its own; 0 for a transactional migration,
+	// which is sent to the server whole.
+	Statements int `json:"statements,omitempty"`
+}
+
+// Plan reads the history without the lock, as the fast path does, and
+// reports what Migrate would apply. It writes nothing: a missing history
+// table is reported, not created. Rows left "running" are reported as
+// Validate reports them, since without the lock they may be a migration in
+// progress or an interrupted one. The returned error joins the plan's
+// *ValidationError values; the plan is returned with them.
+func (r *Runner) Plan(ctx context.Context) (*Plan, error) {
+	rows, exists, err := r.hist.read(ctx, r.conn)
 	if err != nil {
-		return plan{}, err
+		return nil, err
 	}
-	p := makePlan(r.migs, rows, r.opts)
-	if len(p.problems) == 0 {
-		return p, nil
+	sp, problems := schemaPlanOf(r.migs, rows, r.opts, func(row HistoryRow) *ValidationError { return r.interrupted(ctx, row) })
+	sp.HistoryExists = exists
+	if !exists {
+		sp.Notes = append([]string{fmt.Sprintf("history table %s does not exist: the first run creates it, holding the lock", r.hist.ident)}, sp.Notes...)
 	}
-	if rows, _, err = r.hist.read(ctx, r.conn); err != nil {
-		return plan{}, err
-	}
-	return makePlan(r.migs, rows, r.opts), nil
+	return &Plan{DatabaseConsulted: true, Schemas: []SchemaPlan{sp}}, errors.Join(problems...)
 }
 
-// makePlan compares migs (sorted by version) with the history rows.
-func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
-	var p plan
-	known := make(map[int64]*Migration, len(migs))
+// PlanHistory is Plan for a history already read by the caller: rows are
+// the table's rows (every column; nil or empty for none) and exists says
+// whether the table exists. It sends no query, so it suits a fleet of
+// tenants whose rows one query per hundreds of tenants returned; a row left
+// running is reported as Plan reports it, except that INVALID indexes are
+// not looked up (the message says so). opts.Schema names the history's
+// schema. A nil plan with an error means opts are invalid; otherwise the
+// error joins the plan's *ValidationError values.
+func PlanHistory(migs []*Migration, rows []HistoryRow, exists bool, opts Options) (*SchemaPlan, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	byVersion := make(map[int64]*Migration, len(migs))
 	for _, m := range migs {
-		known[m.Version] = m
+		byVersion[m.Version] = m
 	}
-	applied := make(map[int64]bool, len(rows))
-	for _, r := range rows {
-		p.schemaVersion = max(p.schemaVersion, r.Version)
-		if r.State == StateRunning {
-			p.running = append(p.running, r)
-			continue
-		}
-		// applied and baseline rows alike: the effects are in the database,
-		// and the file must not have changed since.
-		applied[r.Version] = true
-		m, ok := known[r.Version]
-		if !ok {
-			p.ahead = append(p.ahead, r.Version)
-			continue
-		}
-		if m.Checksum != r.Checksum {
-			p.problems = append(p.problems, &ValidationError{
-				Kind: KindChecksumMismatch, Version: m.Version, File: m.File,
-				Detail: fmt.Sprintf("file changed after it was applied: checksum in history %s, file %s "+
-					"(applied %s by %q); restore the file or add a new migration instead of editing this one",
-					r.Checksum, m.Checksum, r.AppliedAt.UTC().Format("2006-01-02T15:04:05Z"), r.AppliedBy),
-			})
-		}
-	}
-	for _, m := range migs {
-		if applied[m.Version] || isRunning(p.running, m.Version) {
-			continue
-		}
-		p.pending = append(p.pending, m)
-	}
-	if !opts.AllowOutOfOrder {
-		for _, m := range p.pending {
-			if m.Version < p.schemaVersion {
-				p.problems = append(p.problems, &ValidationError{
-					Kind: KindOutOfOrder, Version: m.Version, File: m.File,
-					Detail: fmt.Sprintf("pending migration is older than the highest applied version %d; "+
-						"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", p.schemaVersion),
-				})
-			}
-		}
-	}
-	// On an empty history, files up to BaselineVersion are recorded, not
-	// run: their mode does not matter.
-	if len(rows) == 0 {
-		p.baselined = opts.BaselineVersion
-	}
-	if opts.Transaction == TransactionAll {
-		for _, m := range p.pending {
-			if m.NoTransaction && m.Version > p.baselined {
-				p.problems = append(p.problems, &ValidationError{
-					Kind: KindTransactionMode, Version: m.Version, File: m.File,
-					Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
-				})
-			}
-		}
-	}
-	return p
+	sp, problems := schemaPlanOf(migs, rows, opts, func(row HistoryRow) *ValidationError {
+		return interruptedError(byVersion[row.Version], row, "INVALID indexes not checked by this plan "+
+			"(lockmigrate validate with LOCKMIGRATE_SCHEMA="+opts.Schema+" looks them up)")
+	})
+	sp.HistoryExists = exists
+	return &sp, errors.Join(problems...)
 }
 
-// statementProblems checks the statements of the pending transactional
-// files that will run (checkTxControl). It reads every such file, so it is
-// left to the runs that are about to apply them (under the lock), validate,
-// plan and status, not the lock-free fast path of every replica. A file
-// applied before (by another tool, adopted as baseline) is never run, so it
-// may keep its own BEGIN/COMMIT.
-func (p plan) statementProblems() []error {
-	var problems []error
+// PlanOffline lists what a run would apply to an empty database, without
+// any connection: every migration, in order, in its mode (baseline for the
+// files Options.BaselineVersion would record).
+func PlanOffline(migs []*Migration, opts Options) (*Plan, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	sp, problems := schemaPlanOf(migs, nil, opts, nil)
+	return &Plan{Schemas: []SchemaPlan{sp}}, errors.Join(problems...)
+}
+
+// schemaPlanOf plans one history table from its rows. interrupted explains
+// a row left running (nil when there can be none: no rows). The problems
+// are those a run would stop on, computed as Migrate computes them.
+func schemaPlanOf(migs []*Migration, rows []HistoryRow, opts Options, interrupted func(HistoryRow) *ValidationError) (SchemaPlan, []error) {
+	p := makePlan(migs, rows, opts)
+	problems := append(p.problems, p.statementProblems()...)
+	for _, row := range p.running {
+		e := interrupted(row)
+		e.Detail = "in progress or interrupted: " + e.Detail
+		problems = append(problems, e)
+	}
+	sp := SchemaPlan{Schema: opts.Schema, Table: opts.Table, SchemaVersion: p.schemaVersion,
+		Transaction: opts.Transaction, Ahead: p.ahead, Pending: []PlannedMigration{}}
+	for _, e := range problems {
+		sp.Problems = append(sp.Problems, e.Error())
+	}
+	// A run holding the lock records these before anything else when the
+	// history is empty (autoBaseline). Migrate's lock-free fast path checks
+	// the plan of the history as it is first, so the problems above are
+	// computed without them, as a run computes them.
+	var baseline map[int64]bool
+	if bv := opts.BaselineVersion; bv > 0 {
+		set := autoBaselineSet(migs, bv)
+		switch {
+		case len(rows) > 0:
+			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d is ignored: the history is not empty", bv))
+		case len(set) == 0:
+			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d is below every migration file: nothing is recorded as baseline", bv))
+		default:
+			baseline = make(map[int64]bool, len(set))
+			for _, m := range set {
+				baseline[m.Version] = true
+			}
+			sp.Notes = append(sp.Notes, fmt.Sprintf("LOCKMIGRATE_BASELINE_VERSION=%d and the history is empty: a run records %d migration(s) "+
+				"(versions %s) as baseline without running them, then runs the newer ones", bv, len(set), listfmt.Versions(versionsOf(set))))
+		}
+	}
 	for _, m := range p.pending {
-		if !m.NoTransaction && m.Version > p.baselined {
-			if err := checkTxControl(m); err != nil {
-				problems = append(problems, err)
-			}
+		pm := PlannedMigration{Version: m.Version, Name: m.Name, File: m.File, Checksum: m.Checksum, Mode: ModeTransaction}
+		switch {
+		case baseline[m.Version]:
+			pm.Mode = ModeBaseline
+		case m.NoTransaction:
+			pm.Mode, pm.Statements = ModeNoTransaction, len(m.statements)
+		case opts.Transaction == TransactionAll:
+			pm.Mode = ModeSharedTransaction
 		}
+		sp.Pending = append(sp.Pending, pm)
 	}
-	return problems
-}
-
-func isRunning(rows []HistoryRow, v int64) bool {
-	for _, r := range rows {
-		if r.Version == v {
-			return true
-		}
+	if len(p.ahead) > 0 {
+		sp.Notes = append(sp.Notes, fmt.Sprintf("the database has applied versions unknown to this migration set %v "+
+			"(a newer release migrated it): a run logs a warning and continues", p.ahead))
 	}
-	return false
+	return sp, problems
 }

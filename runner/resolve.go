@@ -21,10 +21,6 @@ const (
 	ResolveRetry ResolveAction = "retry"
 )
 
-// ErrNothingToResolve is returned by Resolve when the version has no
-// interrupted ("running") history row.
-var ErrNothingToResolve = errors.New("nothing to resolve")
-
 // Resolve settles an interrupted no-transaction migration, under the lock so
 // it cannot race a run that is applying migrations. It waits for the lock up
 // to the configured wait timeout.

@@ -223,72 +223,102 @@ type Result struct {
 // lock. The fast path reads the history without locking: when every migration
 // is applied with a matching checksum, it returns OutcomeUpToDate without
 // calling the locker, which keeps a steady-state pod start to one query.
-func (r *Runner) Migrate(ctx context.Context) (res *Result, err error) {
+func (r *Runner) Migrate(ctx context.Context) (*Result, error) {
 	start := time.Now()
-	res = &Result{RunID: r.opts.RunID}
-	defer func() { res.Duration = time.Since(start) }()
+	res := &Result{RunID: r.opts.RunID}
+	err := r.migrate(ctx, res)
+	res.Duration = time.Since(start)
+	return res, err
+}
 
+// migrate is Migrate's run, filling res as far as it gets: the fast path,
+// then the lock, then the run under it, then the release.
+func (r *Runner) migrate(ctx context.Context, res *Result) error {
 	p, err := r.fastPlan(ctx)
 	if err != nil {
-		return res, err
+		return err
 	}
 	res.observe(p)
 	if len(p.problems) > 0 {
-		return res, errors.Join(p.problems...)
+		return errors.Join(p.problems...)
 	}
 	if p.upToDate() {
 		r.warnAhead(ctx, p)
 		res.Outcome = OutcomeUpToDate
-		return res, nil
+		return nil
 	}
+	waited, err := r.acquire(ctx, res, len(p.pending))
+	if err != nil || !res.LockAcquired {
+		return err
+	}
+	heldStart := time.Now()
+	r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock acquired",
+		slog.Int("attempts", res.LockAttempts), slog.Int64("wait_ms", res.LockWait.Milliseconds()))
+	defer r.release(ctx, res, heldStart)
+	return r.migrateLocked(ctx, res, waited)
+}
 
+// acquire tries the lock once and, held elsewhere, skips (res.Outcome
+// skipped, res.LockAcquired false) or waits for it, as Options.OnLocked
+// says. It reports whether it waited; res.LockAcquired says whether the
+// lock is held now.
+func (r *Runner) acquire(ctx context.Context, res *Result, pending int) (waited bool, err error) {
 	waitStart := time.Now()
 	res.LockAttempts = 1
 	won, err := r.locker.TryLock(ctx)
 	if err != nil {
-		return res, err
+		return false, err
 	}
-	waited := false
 	if !won {
 		res.LockConflict = true
 		if r.opts.OnLocked == Skip {
 			res.LockWait = time.Since(waitStart)
 			res.Outcome = OutcomeSkipped
-			return res, nil
+			return false, nil
 		}
-		r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock held elsewhere, waiting",
-			slog.Int("pending", len(p.pending)), slog.Duration("wait_timeout", r.opts.WaitTimeout))
-		waitCtx, cancel := context.WithTimeoutCause(ctx, r.opts.WaitTimeout, ErrWaitTimeout)
-		n, err := r.locker.Wait(waitCtx)
-		cancel()
-		res.LockAttempts += n
-		res.LockWait = time.Since(waitStart)
-		if err != nil {
-			if errors.Is(err, ErrWaitTimeout) {
-				return res, fmt.Errorf("%w after %s (%d attempts)", ErrWaitTimeout, r.opts.WaitTimeout, res.LockAttempts)
-			}
-			return res, err
+		if err := r.waitForLock(ctx, res, pending, waitStart); err != nil {
+			return false, err
 		}
 		waited = true
 	}
 	res.LockWait = time.Since(waitStart)
 	res.LockAcquired = true
-	heldStart := time.Now()
-	r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock acquired",
-		slog.Int("attempts", res.LockAttempts), slog.Int64("wait_ms", res.LockWait.Milliseconds()))
-	defer func() {
-		uerr := r.locker.Unlock(ctx)
-		res.LockHeld = time.Since(heldStart)
-		if uerr != nil {
-			// The lock dies with the session anyway; the caller closes it.
-			r.log.LogAttrs(ctx, slog.LevelWarn, "advisory unlock failed; the lock is released when the connection closes",
-				slog.String("error", uerr.Error()))
-			return
+	return waited, nil
+}
+
+// waitForLock waits for the lock up to Options.WaitTimeout, counting the
+// attempts in res; a timeout is ErrWaitTimeout with the wait and the
+// attempts.
+func (r *Runner) waitForLock(ctx context.Context, res *Result, pending int, waitStart time.Time) error {
+	r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock held elsewhere, waiting",
+		slog.Int("pending", pending), slog.Duration("wait_timeout", r.opts.WaitTimeout))
+	waitCtx, cancel := context.WithTimeoutCause(ctx, r.opts.WaitTimeout, ErrWaitTimeout)
+	n, err := r.locker.Wait(waitCtx)
+	cancel()
+	res.LockAttempts += n
+	res.LockWait = time.Since(waitStart)
+	if err != nil {
+		if errors.Is(err, ErrWaitTimeout) {
+			return fmt.Errorf("%w after %s (%d attempts)", ErrWaitTimeout, r.opts.WaitTimeout, res.LockAttempts)
 		}
-		r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock released",
-			slog.Int64("held_ms", res.LockHeld.Milliseconds()))
-	}()
-	return res, r.migrateLocked(ctx, res, waited)
+		return err
+	}
+	return nil
+}
+
+// release releases the lock taken at heldStart and records how long it was
+// held. A failed release is only logged: the lock dies with the session
+// anyway, and the caller closes it.
+func (r *Runner) release(ctx context.Context, res *Result, heldStart time.Time) {
+	uerr := r.locker.Unlock(ctx)
+	res.LockHeld = time.Since(heldStart)
+	if uerr != nil {
+		r.log.LogAttrs(ctx, slog.LevelWarn, "advisory unlock failed; the lock is released when the connection closes",
+			slog.String("error", uerr.Error()))
+		return
+	}
+	r.log.LogAttrs(ctx, slog.LevelInfo, "advisory lock released",
+		slog.Int64("held_ms", res.LockHeld.Milliseconds()))
 }
 
 // migrateLocked re-reads the history under the lock, since another replica

@@ -65,39 +65,16 @@ func newRunner(t testing.TB, url string, migs []*runner.Migration, opts runner.O
 	return r, conn
 }
 
-// assertNoAdvisoryLocks is checked after every outcome: a lock left behind
-// would block the next deployment.
-func assertNoAdvisoryLocks(t testing.TB, conn *pgx.Conn) {
-	t.Helper()
-	var n int
-	if err := conn.QueryRow(context.Background(),
-		`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 0 {
-		t.Fatalf("%d advisory lock(s) left in pg_locks", n)
-	}
-}
-
-func queryInt(t testing.TB, conn *pgx.Conn, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 // assertExactlyOnce checks the embedded set's audit log: one row per version.
 func assertExactlyOnce(t testing.TB, conn *pgx.Conn, versions int) {
 	t.Helper()
-	if n := queryInt(t, conn, `SELECT count(*) FROM schema_audit`); n != versions {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM schema_audit`); n != versions {
 		t.Fatalf("schema_audit has %d rows, want %d", n, versions)
 	}
-	if n := queryInt(t, conn, `SELECT count(DISTINCT version) FROM schema_audit`); n != versions {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(DISTINCT version) FROM schema_audit`); n != versions {
 		t.Fatalf("schema_audit has %d distinct versions, want %d", n, versions)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); n != versions {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE state = 'applied'`); n != versions {
 		t.Fatalf("history has %d applied rows, want %d", n, versions)
 	}
 }
@@ -152,7 +129,7 @@ func TestConcurrentRunnersApplyExactlyOnce(t *testing.T) {
 	}
 	check := connect(t, url)
 	assertExactlyOnce(t, check, len(migs))
-	assertNoAdvisoryLocks(t, check)
+	pgtest.AssertNoAdvisoryLocks(t, check)
 }
 
 // TestFastPathIgnoresHeldLock: with the schema current, a run must not even
@@ -193,13 +170,13 @@ func TestSkipWhenLocked(t *testing.T) {
 		t.Fatalf("Migrate = %+v, %v; want skipped with 5 pending", res, err)
 	}
 	// Nothing was created by the skipping replica, not even the history table.
-	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'lockmigrate_history'`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename = 'lockmigrate_history'`); n != 0 {
 		t.Fatal("a skipping replica created the history table")
 	}
 	if err := hl.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	assertNoAdvisoryLocks(t, conn)
+	pgtest.AssertNoAdvisoryLocks(t, conn)
 }
 
 func TestWaitMode(t *testing.T) {
@@ -248,7 +225,7 @@ func TestWaitMode(t *testing.T) {
 			t.Fatalf("lock attempts = %d", o.res.LockAttempts)
 		}
 		assertExactlyOnce(t, conn, len(migs))
-		assertNoAdvisoryLocks(t, conn)
+		pgtest.AssertNoAdvisoryLocks(t, conn)
 	})
 
 	t.Run("times out", func(t *testing.T) {
@@ -274,7 +251,7 @@ func TestWaitMode(t *testing.T) {
 		if err := lock.New(holder, lockKey, nil).Unlock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		assertNoAdvisoryLocks(t, conn)
+		pgtest.AssertNoAdvisoryLocks(t, conn)
 	})
 }
 
@@ -346,18 +323,18 @@ func TestTransactionModes(t *testing.T) {
 			if len(res.Applied) != tt.wantApplied {
 				t.Fatalf("Applied = %v, want %d", res.Applied, tt.wantApplied)
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`); n != tt.wantApplied {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history`); n != tt.wantApplied {
 				t.Fatalf("history rows = %d, want %d", n, tt.wantApplied)
 			}
-			if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename IN ('t1', 't2', 't3')`); n != tt.wantTables {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE tablename IN ('t1', 't2', 't3')`); n != tt.wantTables {
 				t.Fatalf("tables = %d, want %d", n, tt.wantTables)
 			}
 			if tt.wantApplied == 2 {
-				if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE version IN (1, 2) AND state = 'applied' AND checksum <> ''`); n != 2 {
+				if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE version IN (1, 2) AND state = 'applied' AND checksum <> ''`); n != 2 {
 					t.Fatalf("history inconsistent: %d rows for versions 1, 2", n)
 				}
 			}
-			assertNoAdvisoryLocks(t, conn)
+			pgtest.AssertNoAdvisoryLocks(t, conn)
 		})
 	}
 }
@@ -423,7 +400,7 @@ func TestValidationAgainstHistory(t *testing.T) {
 			t.Fatal("no warning logged")
 		}
 	})
-	assertNoAdvisoryLocks(t, conn)
+	pgtest.AssertNoAdvisoryLocks(t, conn)
 }
 
 // TestLockTimeoutRetry: a migration blocked by another transaction's lock
@@ -462,7 +439,7 @@ func TestLockTimeoutRetry(t *testing.T) {
 	if err != nil || res.Outcome != runner.OutcomeApplied || res.LockTimeoutRetries < 1 {
 		t.Fatalf("Migrate = %+v, %v; want applied after >= 1 retry", res, err)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'name'`); n != 1 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'name'`); n != 1 {
 		t.Fatal("column not added")
 	}
 
@@ -482,10 +459,10 @@ func TestLockTimeoutRetry(t *testing.T) {
 		if !errors.As(err, &me) || !strings.Contains(err.Error(), "55P03") || res.LockTimeoutRetries != 2 {
 			t.Fatalf("Migrate = %+v, %v; want a 55P03 failure after exactly 2 retries", res, err)
 		}
-		if n := queryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE version = 2`); n != 0 {
+		if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM lockmigrate_history WHERE version = 2`); n != 0 {
 			t.Fatal("the failed migration was recorded")
 		}
-		assertNoAdvisoryLocks(t, conn)
+		pgtest.AssertNoAdvisoryLocks(t, conn)
 	})
 }
 
@@ -528,8 +505,8 @@ func TestCancelRollsBackAndUnlocks(t *testing.T) {
 	if conn.IsClosed() {
 		t.Fatal("connection was closed instead of cancelling the statement")
 	}
-	if n := queryInt(t, watcher, `SELECT count(*) FROM pg_tables WHERE tablename = 'slow'`); n != 0 {
+	if n := pgtest.QueryInt(t, watcher, `SELECT count(*) FROM pg_tables WHERE tablename = 'slow'`); n != 0 {
 		t.Fatal("the cancelled migration's table exists: not rolled back")
 	}
-	assertNoAdvisoryLocks(t, watcher)
+	pgtest.AssertNoAdvisoryLocks(t, watcher)
 }

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
 )
@@ -77,25 +76,4 @@ func (r *Runner) Status(ctx context.Context) (*Status, error) {
 	}
 	slices.SortFunc(st.Migrations, func(a, b MigrationStatus) int { return cmpInt64(a.Version, b.Version) })
 	return st, nil
-}
-
-// Validate checks the migration set against the history without taking the
-// lock: checksums, ordering, transaction mode and rows left "running" (which,
-// without the lock, may also be a migration in progress right now).
-func (r *Runner) Validate(ctx context.Context) error {
-	rows, _, err := r.hist.read(ctx, r.conn)
-	if err != nil {
-		return err
-	}
-	p := makePlan(r.migs, rows, r.opts)
-	problems := append(p.problems, p.statementProblems()...)
-	for _, row := range p.running {
-		e := r.interrupted(ctx, row)
-		e.Detail = "in progress or interrupted: " + e.Detail
-		problems = append(problems, e)
-	}
-	if len(problems) > 0 {
-		return errors.Join(problems...)
-	}
-	return nil
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/lockmigrate/lockmigrate/internal/listfmt"
 )
 
 // Tool names a migrator lockmigrate can take over from.
@@ -268,7 +270,7 @@ SELECT DISTINCT ON (version_id) version_id, is_applied
 	}
 	if len(unknown) > 0 {
 		return fail(KindUnknownVersion, "goose applied version(s) %s, which are no files of this migration set "+
-			"(the sets must have the same versions)", join(unknown))
+			"(the sets must have the same versions)", listfmt.Versions(unknown))
 	}
 	res.Version = applied[len(applied)-1]
 	for _, v := range upTo(set, res.Version) {
@@ -279,7 +281,7 @@ SELECT DISTINCT ON (version_id) version_id, is_applied
 	if len(gaps) > 0 {
 		return fail(KindGap, "goose is at version %d but never applied version(s) %s of this set (applied out of order, "+
 			"or migrated down and up); apply or remove them with goose first, so that every file up to %d is applied",
-			res.Version, join(gaps), res.Version)
+			res.Version, listfmt.Versions(gaps), res.Version)
 	}
 	res.Versions = applied
 	return nil
@@ -320,16 +322,4 @@ func queryErr(res *Result, err error) error {
 			Detail: fmt.Sprintf("the table is not %s's version table (wrong columns)", res.Tool), Err: err}
 	}
 	return fmt.Errorf("adopt %s: read %s: %w", res.Tool, res.Table, err)
-}
-
-func join(vs []int64) string {
-	var parts []string
-	for i, v := range vs {
-		if i == 10 {
-			parts = append(parts, fmt.Sprintf("and %d more", len(vs)-10))
-			break
-		}
-		parts = append(parts, fmt.Sprint(v))
-	}
-	return strings.Join(parts, ", ")
 }

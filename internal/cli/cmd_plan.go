@@ -6,6 +6,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/lockmigrate/lockmigrate/internal/fleet"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
@@ -24,7 +25,7 @@ type planReport struct {
 	DatabaseConsulted bool          `json:"database_consulted"`
 	Schemas           []planSection `json:"schemas"`
 	// Tenants replaces Schemas (then empty) in multi-tenant mode.
-	Tenants *tenantsPlan `json:"tenants,omitempty"`
+	Tenants *fleet.Plan `json:"tenants,omitempty"`
 }
 
 // planSection adds the lock to runner's plan of one history table.

@@ -1,16 +1,15 @@
 package cli
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
-	"github.com/lockmigrate/lockmigrate/internal/dbconn"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/listfmt"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
@@ -23,172 +22,28 @@ import (
 // --json gives them all.
 const listedTenants = 20
 
-// loggedProblemTenants is how many tenants' problems the "validation
-// failed" event carries; the text output and --json have the others.
-const loggedProblemTenants = 10
-
-// tenantsPlan is plan's report of a multi-tenant run.
-type tenantsPlan struct {
-	// HistoryTable is "<tenant>.<table>": each tenant has its own.
-	HistoryTable string                 `json:"history_table"`
-	Transaction  runner.TransactionMode `json:"transaction"`
-	// Listed is false offline: the tenants query needs a database, and
-	// EachTenant is what every tenant it returns would get on an empty
-	// schema.
-	Listed     bool               `json:"listed"`
-	EachTenant *runner.SchemaPlan `json:"each_tenant,omitempty"`
-	Shard      int                `json:"shard"`
-	Shards     int                `json:"shards"`
-	// TenantsListed counts the query's distinct tenants; TenantsTotal those
-	// of this shard; TenantsCurrent those the survey found current.
-	TenantsListed  int `json:"tenants_listed"`
-	TenantsTotal   int `json:"tenants_total"`
-	TenantsCurrent int `json:"tenants_current"`
-	// TenantsAhead are current tenants with versions unknown to this
-	// migration set (a newer release migrated them).
-	TenantsAhead []string `json:"tenants_ahead,omitempty"`
-	// Queries is how many queries the plan sent, all on one connection:
-	// 2 + ceil(tenants with a history table / 500), whatever the number of
-	// tenants not current.
-	Queries int `json:"queries"`
-	// Groups are the tenants not current, grouped by identical plans:
-	// groups with problems first, then the largest.
-	Groups []tenantGroup `json:"groups"`
-}
-
-// tenantGroup is a set of tenants that would get the same migrations in the
-// same modes, and stop on the same kinds of problem, if any.
-type tenantGroup struct {
-	Tenants []string `json:"tenants"`
-	// WithoutHistory counts the group's tenants with no history table yet
-	// (a run creates it, holding the tenant's lock).
-	WithoutHistory int                       `json:"without_history_table"`
-	Pending        []runner.PlannedMigration `json:"pending"`
-	// Notes are the distinct remarks over the group's tenants.
-	Notes []string `json:"notes,omitempty"`
-	// Problems gives, per tenant of the group, the validation failures a run
-	// would stop that tenant on (the messages validate and migrate give).
-	Problems map[string][]string `json:"problems,omitempty"`
-	key      string
-}
-
-// planTenants makes the multi-tenant plan. The returned problems name
-// their tenants; err is what kept the plan from being made.
+// planTenants makes the multi-tenant plan (package fleet's). The returned
+// problems name their tenants; err is what kept the plan from being made.
 func (a *app) planTenants(ctx context.Context, online bool) (rep *planReport, problems, err error) {
-	opts := a.opts.runner
-	tp := &tenantsPlan{HistoryTable: "<tenant>." + a.cfg.Table, Transaction: runner.TransactionMode(a.cfg.Transaction),
-		Shard: a.cfg.ShardIndex, Shards: a.cfg.Shards, Groups: []tenantGroup{}}
-	rep = &planReport{DatabaseConsulted: online, Schemas: []planSection{}, Tenants: tp}
-	if tp.Transaction == "" {
-		tp.Transaction = runner.TransactionEach
-	}
+	o := a.opts.fleet
+	var p *fleet.Plan
 	if !online {
-		opts.Schema = "<tenant>"
-		sp, problems := runner.PlanHistory(a.migs, nil, false, opts)
-		if sp == nil {
-			return nil, nil, problems
-		}
-		tp.EachTenant = sp
-		return rep, problems, nil
+		p, problems, err = fleet.OfflinePlan(a.migs, o.Runner, o.Shard)
+	} else {
+		err = a.withConn(ctx, func(conn *pgx.Conn) error {
+			var err error
+			p, problems, err = fleet.MakePlan(ctx, fleet.PlanOptions{Conn: conn, Query: o.Query, Migrations: a.migs,
+				Runner: o.Runner, Shard: o.Shard, Logger: a.log})
+			return err
+		})
 	}
-	conn, err := a.connect(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer dbconn.Close(ctx, conn)
-	sv, err := a.surveyor(conn, true).Survey(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	tp.Listed, tp.TenantsListed, tp.TenantsTotal = true, sv.Listed, len(sv.Tenants)
-	tp.TenantsCurrent, tp.TenantsAhead, tp.Queries = len(sv.Tenants)-len(sv.Pending), sv.Ahead, sv.Queries
-	groups := map[string]*tenantGroup{}
-	var errs []error
-	for _, tenant := range sv.Pending {
-		rows, exists := sv.Rows[tenant]
-		opts.Schema = tenant
-		sp, perr := runner.PlanHistory(a.migs, rows, exists, opts)
-		if sp == nil {
-			return nil, nil, perr
-		}
-		key := planKey(sp, perr)
-		g := groups[key]
-		if g == nil {
-			g = &tenantGroup{Pending: sp.Pending, key: key}
-			groups[key] = g
-		}
-		g.Tenants = append(g.Tenants, tenant)
-		if !exists {
-			g.WithoutHistory++
-		}
-		for _, n := range sp.Notes {
-			if !slices.Contains(g.Notes, n) {
-				g.Notes = append(g.Notes, n)
-			}
-		}
-		if perr != nil {
-			if g.Problems == nil {
-				g.Problems = map[string][]string{}
-			}
-			g.Problems[tenant] = sp.Problems
-			errs = append(errs, fmt.Errorf("tenant %s: %w", tenant, perr))
-		}
-	}
-	for _, g := range groups {
-		tp.Groups = append(tp.Groups, *g)
-	}
-	clean := func(g tenantGroup) int { return min(len(g.Problems), 1) * -1 } // groups with problems first
-	slices.SortFunc(tp.Groups, func(a, b tenantGroup) int {
-		return cmp.Or(cmp.Compare(clean(a), clean(b)), cmp.Compare(len(b.Tenants), len(a.Tenants)),
-			cmp.Compare(a.Tenants[0], b.Tenants[0]))
-	})
-	return rep, tenantProblems(errs), nil
+	return &planReport{DatabaseConsulted: online, Schemas: []planSection{}, Tenants: p}, problems, nil
 }
 
-// planKey identifies what a tenant would get: each pending migration's
-// version and mode, and the kind and version of each problem (whose
-// messages differ per tenant: when and by whom a changed file was applied).
-func planKey(sp *runner.SchemaPlan, problems error) string {
-	var b strings.Builder
-	for _, m := range sp.Pending {
-		fmt.Fprintf(&b, "%d:%s:%d,", m.Version, m.Mode, m.Statements)
-	}
-	var kinds []string
-	for _, err := range unjoin(problems) {
-		var ve *runner.ValidationError
-		if errors.As(err, &ve) {
-			kinds = append(kinds, fmt.Sprintf("%s:%d", ve.Kind, ve.Version))
-		} else {
-			kinds = append(kinds, err.Error())
-		}
-	}
-	slices.Sort(kinds)
-	b.WriteString("|" + strings.Join(kinds, ","))
-	return b.String()
-}
-
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-// tenantProblems joins the first tenants' problems (each naming its
-// tenant) and says how many more tenants have some: one log event must stay
-// readable when an edited file makes every tenant fail.
-func tenantProblems(errs []error) error {
-	if len(errs) <= loggedProblemTenants {
-		return errors.Join(errs...)
-	}
-	return errors.Join(append(slices.Clip(errs[:loggedProblemTenants]),
-		fmt.Errorf("and %d more tenants with problems (plan lists them all)", len(errs)-loggedProblemTenants))...)
-}
-
-func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
+func writeTenantsPlan(w io.Writer, tp *fleet.Plan) {
 	if !tp.Listed {
 		writeTenantsPlanOffline(w, tp)
 		return
@@ -230,7 +85,7 @@ func writeTenantsPlan(w io.Writer, tp *tenantsPlan) {
 
 // writeTenantsPlanOffline is the plan without a database: what every
 // tenant would get on an empty schema.
-func writeTenantsPlanOffline(w io.Writer, tp *tenantsPlan) {
+func writeTenantsPlanOffline(w io.Writer, tp *fleet.Plan) {
 	fmt.Fprintln(w, "database: not consulted (no DATABASE_URL, DATABASE_URL_FILE or PG* connection variable is set);\n"+
 		"          the tenant list (LOCKMIGRATE_TENANTS_QUERY) needs one")
 	sp := tp.EachTenant
@@ -247,7 +102,7 @@ func writeTenantsPlanOffline(w io.Writer, tp *tenantsPlan) {
 
 // writeTenantGroup prints one group of tenants and returns how many of them
 // a run would stop on problems.
-func writeTenantGroup(w io.Writer, g tenantGroup) (stopped int) {
+func writeTenantGroup(w io.Writer, g fleet.TenantGroup) (stopped int) {
 	fmt.Fprintf(w, "%d tenant(s): %s", len(g.Tenants), describePending(g.Pending))
 	if g.WithoutHistory > 0 {
 		fmt.Fprintf(w, "; %d without a history table yet", g.WithoutHistory)
@@ -298,15 +153,11 @@ func describePending(ms []runner.PlannedMigration) string {
 	case contiguous:
 		versions = fmt.Sprintf("versions %d..%d", ms[0].Version, ms[len(ms)-1].Version)
 	default:
-		var vs []string
+		vs := make([]int64, len(ms))
 		for i, m := range ms {
-			if i == 10 {
-				vs = append(vs, fmt.Sprintf("and %d more", len(ms)-10))
-				break
-			}
-			vs = append(vs, fmt.Sprint(m.Version))
+			vs[i] = m.Version
 		}
-		versions = "versions " + strings.Join(vs, ", ")
+		versions = "versions " + listfmt.Versions(vs)
 	}
 	count := map[string]int{}
 	statements := 0

@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,42 +12,12 @@ import (
 	"github.com/lockmigrate/lockmigrate/lock"
 )
 
-// defaultReleaseTimeout bounds unlock --force's wait for the terminated
-// backend to let go of the lock. A terminated backend normally exits in
-// milliseconds; one that does not within this is stuck in the kernel or in
-// a long rollback, and an operator must look at the server.
-const defaultReleaseTimeout = 30 * time.Second
-
-// unlockReport is what unlock found and did; also its --json document.
+// unlockReport is unlock's --json document: the history table and key,
+// then what lock.Release found and did.
 type unlockReport struct {
 	HistoryTable string `json:"history_table"`
 	LockKey      int64  `json:"lock_key"`
-	// Holder is the session found holding the lock before any action.
-	Holder *lock.Holder `json:"holder"`
-	// Action is "none", "terminated", "not_terminated" (--force found that
-	// the target did not hold the lock, so nothing was done) or "failed"
-	// (the terminate was refused or failed: see the error).
-	Action    string `json:"action"`
-	TargetPID int32  `json:"target_pid,omitempty"`
-	// ReleasedMS is the time from the terminate to the release, in
-	// milliseconds with a tenth of a millisecond of precision.
-	ReleasedMS *float64 `json:"released_ms,omitempty"`
-	// NowHeldBy is the holder after a --force that terminated nothing.
-	NowHeldBy *lock.Holder `json:"now_held_by,omitempty"`
-}
-
-// errReleaseTimeout ends unlock --force's wait for the release.
-var errReleaseTimeout = errors.New("the terminated backend did not release the lock in time")
-
-// holderChangedError: --force terminated nothing because the lock is now
-// held by another backend than the one targeted. It maps to exit 1: the
-// operator's request was not carried out, and running it again (after
-// looking at the new holder) is the remedy.
-type holderChangedError struct{ target, now int32 }
-
-func (e holderChangedError) Error() string {
-	return fmt.Sprintf("nothing terminated: backend %d does not hold the lock, backend %d does now; "+
-		"run lockmigrate unlock to see it, then unlock --force --pid %d if it is hung", e.target, e.now, e.now)
+	*lock.ReleaseReport
 }
 
 var unlockCmd = &command{
@@ -65,7 +33,7 @@ func runUnlock(ctx context.Context, a *app, args []string) int {
 	fl.SetOutput(a.stderr)
 	force := fl.Bool("force", false, "terminate the holder's backend (pg_terminate_backend) and wait until the lock is released")
 	pid := fl.Int("pid", 0, "with --force: terminate only if this backend pid holds the lock")
-	timeout := fl.Duration("timeout", defaultReleaseTimeout, "with --force: longest wait for the lock to be released")
+	timeout := fl.Duration("timeout", lock.DefaultReleaseTimeout, "with --force: longest wait for the lock to be released")
 	asJSON := fl.Bool("json", false, "print JSON instead of text")
 	tenant := fl.String("tenant", "", "the tenant schema whose lock to show or free (multi-tenant mode: each tenant has its own)")
 	if err := fl.Parse(args); err != nil {
@@ -91,8 +59,10 @@ func runUnlock(ctx context.Context, a *app, args []string) int {
 	}
 	var rep *unlockReport
 	err := a.withRunner(ctx, t, func(s session) error {
-		var err error
-		rep, err = a.unlock(ctx, s.lock, t, *force, int32(*pid), *timeout)
+		r, err := s.lock.Release(ctx, lock.ReleaseOptions{Force: *force, PID: int32(*pid), Timeout: *timeout})
+		if r != nil {
+			rep = &unlockReport{HistoryTable: t.historyTable(), LockKey: t.key, ReleaseReport: r}
+		}
 		return err
 	})
 	if rep != nil {
@@ -108,50 +78,6 @@ func runUnlock(ctx context.Context, a *app, args []string) int {
 	return exitOK
 }
 
-func (a *app) unlock(ctx context.Context, adv *lock.Advisory, t target, force bool, pid int32, timeout time.Duration) (rep *unlockReport, err error) {
-	rep = &unlockReport{HistoryTable: t.historyTable(), LockKey: t.key, Action: "none"}
-	if rep.Holder, err = adv.Holder(ctx); err != nil {
-		return nil, err
-	}
-	if !force || (rep.Holder == nil && pid == 0) {
-		return rep, nil
-	}
-	rep.TargetPID = pid
-	if pid == 0 {
-		rep.TargetPID = rep.Holder.PID
-	}
-	terminated, err := adv.Terminate(ctx, rep.TargetPID)
-	if err != nil {
-		rep.Action = "failed"
-		return rep, err
-	}
-	if !terminated {
-		rep.Action = "not_terminated"
-		if rep.NowHeldBy, err = adv.Holder(ctx); err != nil {
-			return rep, err
-		}
-		if rep.NowHeldBy != nil {
-			return rep, holderChangedError{target: rep.TargetPID, now: rep.NowHeldBy.PID}
-		}
-		return rep, nil
-	}
-	rep.Action = "terminated"
-	targetAttr := slog.Int("pid", int(rep.TargetPID))
-	if rep.Holder != nil && rep.Holder.PID == rep.TargetPID {
-		targetAttr = slog.Any("holder", *rep.Holder)
-	}
-	a.log.LogAttrs(ctx, slog.LevelWarn, "advisory lock holder terminated", slog.Int64("lock_key", t.key), targetAttr)
-	wctx, cancel := context.WithTimeoutCause(ctx, timeout, errReleaseTimeout)
-	defer cancel()
-	took, err := adv.WaitReleased(wctx, rep.TargetPID)
-	if err != nil {
-		return rep, err
-	}
-	ms := float64(took.Round(100*time.Microsecond)) / float64(time.Millisecond)
-	rep.ReleasedMS = &ms
-	return rep, nil
-}
-
 func writeUnlock(w io.Writer, rep *unlockReport) {
 	lockName := fmt.Sprintf("advisory lock %d (history table %s)", rep.LockKey, rep.HistoryTable)
 	h := rep.Holder
@@ -162,12 +88,12 @@ func writeUnlock(w io.Writer, rep *unlockReport) {
 		writeHolder(w, h)
 	}
 	switch rep.Action {
-	case "none":
+	case lock.ReleaseNone:
 		if h != nil {
 			fmt.Fprintf(w, "nothing terminated; if this runner is hung or gone, end its backend with:\n"+
 				"  lockmigrate unlock --force --pid %d\n", h.PID)
 		}
-	case "terminated":
+	case lock.ReleaseTerminated:
 		name := ""
 		if h != nil && h.PID == rep.TargetPID {
 			name = fmt.Sprintf(" (%s)", h.ApplicationName)
@@ -177,9 +103,9 @@ func writeUnlock(w io.Writer, rep *unlockReport) {
 			fmt.Fprintf(w, "; the lock was released %s later", time.Duration(*rep.ReleasedMS*float64(time.Millisecond)))
 		}
 		fmt.Fprintln(w)
-	case "failed":
+	case lock.ReleaseFailed:
 		fmt.Fprintf(w, "nothing terminated: terminating backend %d failed (the error is logged on stderr)\n", rep.TargetPID)
-	case "not_terminated":
+	case lock.ReleaseNotTerminated:
 		fmt.Fprintf(w, "nothing terminated: backend %d did not hold the lock when --force ran\n", rep.TargetPID)
 		if rep.NowHeldBy != nil {
 			fmt.Fprintln(w, "the lock is now held by:")

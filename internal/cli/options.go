@@ -13,7 +13,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
 	"github.com/lockmigrate/lockmigrate/lock"
-	"github.com/lockmigrate/lockmigrate/metrics"
+	"github.com/lockmigrate/lockmigrate/internal/metrics"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 

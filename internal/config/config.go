@@ -241,7 +241,25 @@ func acceptFor(f reflect.StructField) string {
 	return ""
 }
 
+// validate checks the loaded values, always in the same order, and
+// returns every problem, not only the first: an operator fixes a manifest
+// in one go.
 func (c *Config) validate() []*Error {
+	var errs []*Error
+	errs = append(errs, c.validateFields()...)
+	errs = append(errs, c.validateKeepalives()...)
+	errs = append(errs, c.validateNumbers()...)
+	errs = append(errs, c.validatePushgateway()...)
+	errs = append(errs, c.validateTenants()...)
+	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
+		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
+	}
+	return errs
+}
+
+// validateFields checks what the struct tags say (oneof) and that no
+// duration is negative, then the durations that must be positive.
+func (c *Config) validateFields() []*Error {
 	var errs []*Error
 	t := reflect.TypeFor[Config]()
 	v := reflect.ValueOf(c).Elem()
@@ -266,32 +284,47 @@ func (c *Config) validate() []*Error {
 			errs = append(errs, &Error{Var: d.name, Value: "0", Accept: "a positive Go duration such as 90s or 5m"})
 		}
 	}
-	if c.TCPKeepalivesIdle > 0 {
-		for _, d := range []struct {
-			name string
-			v    time.Duration
-		}{{"LOCKMIGRATE_TCP_KEEPALIVES_IDLE", c.TCPKeepalivesIdle}, {"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL", c.TCPKeepalivesInterval}, {"LOCKMIGRATE_TCP_USER_TIMEOUT", c.TCPUserTimeout}} {
-			if d.v < time.Second || d.v%time.Second != 0 && d.name != "LOCKMIGRATE_TCP_USER_TIMEOUT" {
-				errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "a whole number of seconds, at least 1s"})
-			}
-		}
-		// Linux refuses larger values with setsockopt, and PostgreSQL then
-		// silently keeps its defaults (2 hours idle): bound them here.
-		if c.TCPKeepalivesCount < 1 || c.TCPKeepalivesCount > 127 {
-			errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_KEEPALIVES_COUNT", Value: fmt.Sprint(c.TCPKeepalivesCount), Accept: "a whole number from 1 to 127"})
-		}
-		for _, d := range []struct {
-			name string
-			v    time.Duration
-		}{{"LOCKMIGRATE_TCP_KEEPALIVES_IDLE", c.TCPKeepalivesIdle}, {"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL", c.TCPKeepalivesInterval}} {
-			if d.v > 32767*time.Second {
-				errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "at most 32767s"})
-			}
-		}
-		if c.TCPUserTimeout > (1<<31-1)*time.Millisecond {
-			errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_USER_TIMEOUT", Value: c.TCPUserTimeout.String(), Accept: "at most 2147483647ms (about 596h)"})
+	return errs
+}
+
+// validateKeepalives checks the TCP keepalive settings, when keepalives
+// are on (LOCKMIGRATE_TCP_KEEPALIVES_IDLE > 0).
+func (c *Config) validateKeepalives() []*Error {
+	if c.TCPKeepalivesIdle <= 0 {
+		return nil
+	}
+	var errs []*Error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"LOCKMIGRATE_TCP_KEEPALIVES_IDLE", c.TCPKeepalivesIdle}, {"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL", c.TCPKeepalivesInterval}, {"LOCKMIGRATE_TCP_USER_TIMEOUT", c.TCPUserTimeout}} {
+		if d.v < time.Second || d.v%time.Second != 0 && d.name != "LOCKMIGRATE_TCP_USER_TIMEOUT" {
+			errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "a whole number of seconds, at least 1s"})
 		}
 	}
+	// Linux refuses larger values with setsockopt, and PostgreSQL then
+	// silently keeps its defaults (2 hours idle): bound them here.
+	if c.TCPKeepalivesCount < 1 || c.TCPKeepalivesCount > 127 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_KEEPALIVES_COUNT", Value: fmt.Sprint(c.TCPKeepalivesCount), Accept: "a whole number from 1 to 127"})
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"LOCKMIGRATE_TCP_KEEPALIVES_IDLE", c.TCPKeepalivesIdle}, {"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL", c.TCPKeepalivesInterval}} {
+		if d.v > 32767*time.Second {
+			errs = append(errs, &Error{Var: d.name, Value: d.v.String(), Accept: "at most 32767s"})
+		}
+	}
+	if c.TCPUserTimeout > (1<<31-1)*time.Millisecond {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_TCP_USER_TIMEOUT", Value: c.TCPUserTimeout.String(), Accept: "at most 2147483647ms (about 596h)"})
+	}
+	return errs
+}
+
+// validateNumbers checks the counts, the baseline version and the
+// identifiers of the history table.
+func (c *Config) validateNumbers() []*Error {
+	var errs []*Error
 	if c.LockRetries < 0 {
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_LOCK_RETRIES", Value: fmt.Sprint(c.LockRetries), Accept: "a whole number, 0 or more"})
 	}
@@ -303,14 +336,21 @@ func (c *Config) validate() []*Error {
 			errs = append(errs, &Error{Var: id.name, Value: id.v, Accept: "a PostgreSQL identifier of 1 to 63 bytes"})
 		}
 	}
+	return errs
+}
+
+// validatePushgateway checks the metrics push settings and parses the
+// grouping labels into c.Grouping (which validateTenants then reads).
+func (c *Config) validatePushgateway() []*Error {
+	var errs []*Error
 	if c.PushgatewayURL != "" {
 		u, err := url.Parse(c.PushgatewayURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_URL", Accept: "an http:// or https:// URL such as http://pushgateway:9091"})
 		}
 	}
-	if c.PushgatewayJob == "" {
-		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_JOB", Accept: "a non-empty job name"})
+	if c.PushgatewayJob == "" || strings.ContainsAny(c.PushgatewayJob, spaces) {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_JOB", Value: c.PushgatewayJob, Accept: "a non-empty job name without spaces" + spaceReason})
 	}
 	if c.PushgatewayTimeout == 0 {
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_TIMEOUT", Value: "0", Accept: "a positive Go duration such as 5s"})
@@ -323,18 +363,9 @@ func (c *Config) validate() []*Error {
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_GROUPING", Value: c.PushgatewayGrouping,
 			Accept: "comma-separated name=value pairs of label names other than job and instance", Err: err})
 	}
-	errs = append(errs, c.validateTenants()...)
-	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
-		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
-	}
 	return errs
 }
 
-// validateTenants checks the multi-tenant variables. Sharding means nothing
-// without a tenants query; an index is required with more than one shard
-// and must name one of them (an Indexed Job with more completions than
-// LOCKMIGRATE_SHARDS would otherwise leave pods with nothing to do, or
-// tenants to nobody).
 func (c *Config) validateTenants() []*Error {
 	var errs []*Error
 	if c.TenantConcurrency < 1 || c.TenantConcurrency > 256 {
@@ -414,6 +445,15 @@ func formatDefault(v any) string {
 	return s
 }
 
+// spaces are refused in the job name and grouping values: client_golang's
+// push package escapes the group's URL path with url.QueryEscape, which
+// turns a space into "+", and the Pushgateway keeps the "+": the group
+// would not be the one configured.
+const (
+	spaces      = " \t"
+	spaceReason = " (the Pushgateway would record it as \"+\")"
+)
+
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // parseGrouping parses "k=v,k=v" into grouping labels. job has its own
@@ -433,6 +473,8 @@ func parseGrouping(s string) (map[string]string, error) {
 			return nil, fmt.Errorf("%q is not a label name", k)
 		case k == "job" || k == "instance":
 			return nil, fmt.Errorf("%q cannot be a grouping label", k)
+		case strings.ContainsAny(v, spaces):
+			return nil, fmt.Errorf("the value of %q has a space%s", k, spaceReason)
 		}
 		if _, dup := out[k]; dup {
 			return nil, fmt.Errorf("label %q given twice", k)

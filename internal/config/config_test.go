@@ -93,11 +93,31 @@ func TestGrouping(t *testing.T) {
 		{"app", nil, false},
 		{"1app=x", nil, false},
 		{"a=1,a=2", nil, false},
+		// client_golang's push would send these as "eu+west".
+		{"env=eu west", nil, false},
+		{"env= eu", nil, false},
+		{"env=eu\twest", nil, false},
+		{"env=eu-west,app=a/b", map[string]string{"env": "eu-west", "app": "a/b"}, true},
 	}
 	for _, tt := range tests {
 		got, err := parseGrouping(tt.in)
 		if (err == nil) != tt.ok || (tt.ok && !reflect.DeepEqual(got, tt.want)) {
 			t.Errorf("parseGrouping(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+}
+
+// TestJobWithoutSpaces: the job name reaches the Pushgateway through the
+// same escaping as the grouping values.
+func TestJobWithoutSpaces(t *testing.T) {
+	for job, ok := range map[string]bool{"lockmigrate": true, "shop/migrations": true, "my job": false, "": false} {
+		env := map[string]string{"LOCKMIGRATE_PUSHGATEWAY_JOB": job}
+		if job == "" {
+			env["LOCKMIGRATE_PUSHGATEWAY_JOB"] = " "
+		}
+		_, err := Load(func(k string) string { return env[k] })
+		if (err == nil) != ok || (!ok && !strings.Contains(err.Error(), "LOCKMIGRATE_PUSHGATEWAY_JOB")) {
+			t.Errorf("job %q: %v", job, err)
 		}
 	}
 }

@@ -309,3 +309,19 @@ func Lost(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, net.ErrClosed)
 }
+
+// CloseTimeout bounds Close.
+const CloseTimeout = 5 * time.Second
+
+// Close closes conn even after ctx was cancelled, as on every exit path of
+// a signalled run: it still sends the protocol's Terminate message, so the
+// server ends the session (and releases its advisory locks) at once and
+// cleanly, rather than on noticing a dropped socket. Sending is bounded by
+// CloseTimeout, after which the socket is closed anyway, so a stuck
+// network cannot hold up the exit. ctx's values are kept; only its
+// cancellation is ignored.
+func Close(ctx context.Context, conn *pgx.Conn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CloseTimeout)
+	defer cancel()
+	_ = conn.Close(cctx)
+}

@@ -280,7 +280,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	f.sum.ControlQueries = sv.Queries
 	f.sum.Listed, f.sum.Total = sv.Listed, len(sv.Tenants)
 	if err != nil {
-		closeConn(ctx, conn)
+		dbconn.Close(ctx, conn)
 		return &f.sum, err
 	}
 	pending := sv.Pending
@@ -299,7 +299,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		slog.Int("queries", f.sum.ControlQueries), slog.Int64("duration_ms", f.sum.FastPath.Milliseconds()))
 	err = f.migrate(ctx, pending)
 	if f.spare != nil {
-		closeConn(ctx, f.spare)
+		dbconn.Close(ctx, f.spare)
 		f.spare = nil
 	}
 	sort.Slice(f.sum.Failures, func(i, j int) bool { return f.sum.Failures[i].Tenant < f.sum.Failures[j].Tenant })
@@ -324,13 +324,6 @@ func (f *fleet) connect(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// closeConn closes conn even after ctx was cancelled.
-func closeConn(ctx context.Context, conn *pgx.Conn) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	_ = conn.Close(cctx)
-}
-
 // migrate runs the workers over the pending tenants. It returns an error
 // only when no worker could connect while tenants were left.
 func (f *fleet) migrate(ctx context.Context, pending []string) error {
@@ -340,82 +333,84 @@ func (f *fleet) migrate(ctx context.Context, pending []string) error {
 	f.pending = len(pending)
 	f.nextLog = f.batch()
 	f.lastLog = time.Now()
-	var (
-		// halt stops the workers from taking new tenants (fail-fast); the
-		// tenants in flight finish, since rolling them back gains nothing.
-		halt       atomic.Bool
-		next       atomic.Int64
-		wg         sync.WaitGroup
-		connMu     sync.Mutex
-		connectErr error
-		working    atomic.Int64 // workers holding a connection
-	)
+	defer f.tickProgress(ctx)()
+	q := &queue{tenants: pending}
+	var wg sync.WaitGroup
+	for id := range min(f.opts.Concurrency, len(pending)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.work(ctx, id, q)
+		}()
+	}
+	wg.Wait()
+	taken := min(int(q.next.Load()), len(pending))
+	f.mu.Lock()
+	f.sum.NotAttempted += len(pending) - taken
+	f.mu.Unlock()
+	f.progress(ctx, false)
+	if taken < len(pending) && q.connectErr != nil && !q.halt.Load() {
+		return q.connectErr
+	}
+	return nil
+}
+
+// queue hands the pending tenants to the workers, in order.
+type queue struct {
+	tenants []string
+	next    atomic.Int64 // index of the next tenant to take
+	// halt stops the workers from taking new tenants (fail-fast); the
+	// tenants in flight finish, since rolling them back gains nothing.
+	halt    atomic.Bool
+	working atomic.Int64 // workers holding a connection
+
+	mu         sync.Mutex
+	connectErr error // the last connect failure of a worker
+}
+
+// tickProgress logs progress lines every ProgressInterval (when due) until
+// the returned stop is called.
+func (f *fleet) tickProgress(ctx context.Context) (stop func()) {
 	tick := time.NewTicker(f.opts.ProgressInterval)
-	defer tick.Stop()
-	tickDone := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case <-tick.C:
 				f.progress(ctx, true)
-			case <-tickDone:
+			case <-done:
 				return
 			}
 		}
 	}()
-	defer close(tickDone)
-	workers := min(f.opts.Concurrency, len(pending))
-	for id := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := worker{f: f, id: id}
-			defer w.close(ctx)
-			for ctx.Err() == nil && !halt.Load() && int(next.Load()) < len(pending) {
-				if w.conn == nil {
-					conn, err := w.acquire(ctx)
-					if err != nil {
-						if ctx.Err() != nil {
-							return
-						}
-						connMu.Lock()
-						connectErr = err
-						connMu.Unlock()
-						// Others may still be working: leave the tenants to
-						// them rather than failing tenants nobody tried.
-						f.log.LogAttrs(ctx, slog.LevelWarn, "tenant worker could not connect; the other workers carry on",
-							slog.Int("worker", id), slog.String("error", err.Error()),
-							slog.Int64("workers_connected", working.Load()))
-						return
-					}
-					w.conn = conn
-					working.Add(1)
-				}
-				i := int(next.Add(1)) - 1
-				if i >= len(pending) {
-					return
-				}
-				failed := w.tenant(ctx, pending[i])
-				if w.conn == nil {
-					working.Add(-1)
-				}
-				if failed && f.opts.FailFast && !halt.Swap(true) {
-					f.log.LogAttrs(ctx, slog.LevelWarn, "fail-fast: no new tenant is started after this failure",
-						slog.String("tenant", pending[i]))
-				}
-			}
-		}()
+	return func() {
+		close(done)
+		tick.Stop()
 	}
-	wg.Wait()
-	taken := min(int(next.Load()), len(pending))
-	f.mu.Lock()
-	f.sum.NotAttempted += len(pending) - taken
-	f.mu.Unlock()
-	f.progress(ctx, false)
-	if taken < len(pending) && connectErr != nil && !halt.Load() {
-		return connectErr
+}
+
+// work is worker id's loop: it takes the next tenant from q until none is
+// left, ctx ends, fail-fast halts the run or it cannot connect.
+func (f *fleet) work(ctx context.Context, id int, q *queue) {
+	w := worker{f: f, id: id}
+	defer w.close(ctx)
+	for ctx.Err() == nil && !q.halt.Load() && int(q.next.Load()) < len(q.tenants) {
+		if w.conn == nil && !w.connect(ctx, q) {
+			return
+		}
+		i := int(q.next.Add(1)) - 1
+		if i >= len(q.tenants) {
+			return
+		}
+		failed := w.tenant(ctx, q.tenants[i])
+		if w.conn == nil {
+			q.working.Add(-1)
+		}
+		if failed && f.opts.FailFast && !q.halt.Swap(true) {
+			f.log.LogAttrs(ctx, slog.LevelWarn, "fail-fast: no new tenant is started after this failure",
+				slog.String("tenant", q.tenants[i]))
+		}
 	}
-	return nil
 }
 
 // batch is how many finished tenants make a progress line: about twenty
@@ -523,9 +518,31 @@ func (w *worker) acquire(ctx context.Context) (*pgx.Conn, error) {
 	return w.f.connect(ctx)
 }
 
+// connect gives w a connection and reports whether it has one. A failure
+// is kept in q (unless ctx ended) and logged: the other workers may still
+// be working, so the tenants are left to them rather than failed unattempted.
+func (w *worker) connect(ctx context.Context, q *queue) bool {
+	conn, err := w.acquire(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		q.mu.Lock()
+		q.connectErr = err
+		q.mu.Unlock()
+		w.f.log.LogAttrs(ctx, slog.LevelWarn, "tenant worker could not connect; the other workers carry on",
+			slog.Int("worker", w.id), slog.String("error", err.Error()),
+			slog.Int64("workers_connected", q.working.Load()))
+		return false
+	}
+	w.conn = conn
+	q.working.Add(1)
+	return true
+}
+
 func (w *worker) close(ctx context.Context) {
 	if w.conn != nil {
-		closeConn(ctx, w.conn)
+		dbconn.Close(ctx, w.conn)
 		w.conn = nil
 	}
 }

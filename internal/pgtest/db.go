@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lockmigrate/lockmigrate/internal/sqlquote"
 )
 
 // testResources are the databases and roles one test created, dropped
@@ -89,7 +91,7 @@ func (s *Server) CreateRole(t testing.TB, name, password string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	sql := "CREATE ROLE " + pgx.Identifier{name}.Sanitize() + " LOGIN PASSWORD " + quoteLiteral(password)
+	sql := "CREATE ROLE " + pgx.Identifier{name}.Sanitize() + " LOGIN PASSWORD " + sqlquote.Literal(password)
 	if err := s.Exec(ctx, "postgres", sql); err != nil {
 		t.Fatalf("pgtest: create role %s: %v", name, err)
 	}
@@ -171,12 +173,4 @@ func dbName(testName string, seq int64) string {
 		base = strings.TrimRight(base[:limit], "_")
 	}
 	return base + suffix
-}
-
-// quoteLiteral quotes s as an escape string literal (E'...'), which is
-// interpreted the same whatever standard_conforming_strings is set to.
-func quoteLiteral(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	s = strings.ReplaceAll(s, `'`, `''`)
-	return "E'" + s + "'"
 }

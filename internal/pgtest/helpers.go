@@ -3,18 +3,25 @@ package pgtest
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
+// connectTimeout bounds Connect: a test server answers at once or not at
+// all.
+const connectTimeout = 10 * time.Second
+
 // Connect opens a connection to url that the test's cleanup closes.
 func Connect(t testing.TB, url string) *pgx.Conn {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("connect %s: %v", url, err)
 	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
 }
 

@@ -18,18 +18,6 @@ func TestMain(m *testing.M) {
 	os.Exit(Main(m, Options{}))
 }
 
-func connect(t *testing.T, url string) *pgx.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect %s: %v", url, err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
-}
-
 func queryString(t *testing.T, conn *pgx.Conn, sql string, args ...any) string {
 	t.Helper()
 	var s string
@@ -45,7 +33,7 @@ func TestNewDBDistinct(t *testing.T) {
 	if url1 == url2 {
 		t.Fatalf("NewDB returned the same URL twice: %s", url1)
 	}
-	c1, c2 := connect(t, url1), connect(t, url2)
+	c1, c2 := Connect(t, url1), Connect(t, url2)
 	db1 := queryString(t, c1, "SELECT current_database()")
 	db2 := queryString(t, c2, "SELECT current_database()")
 	if db1 == db2 {
@@ -70,7 +58,7 @@ func TestNewDBParallel(t *testing.T) {
 	for i := range 8 {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			t.Parallel()
-			conn := connect(t, s.NewDB(t))
+			conn := Connect(t, s.NewDB(t))
 			if _, err := conn.Exec(context.Background(), "CREATE TABLE t (id int)"); err != nil {
 				t.Fatal(err)
 			}
@@ -82,9 +70,9 @@ func TestNewDBDropped(t *testing.T) {
 	s := Shared()
 	var name string
 	t.Run("create", func(t *testing.T) {
-		name = queryString(t, connect(t, s.NewDB(t)), "SELECT current_database()")
+		name = queryString(t, Connect(t, s.NewDB(t)), "SELECT current_database()")
 	})
-	conn := connect(t, s.AdminURL("postgres"))
+	conn := Connect(t, s.AdminURL("postgres"))
 	if n := queryString(t, conn, "SELECT count(*)::text FROM pg_database WHERE datname = $1", name); n != "0" {
 		t.Fatalf("database %s still exists after its test finished", name)
 	}
@@ -114,7 +102,7 @@ func TestDBName(t *testing.T) {
 func TestCreateRolePassword(t *testing.T) {
 	s := Shared()
 	db := s.NewDB(t)
-	dbName := queryString(t, connect(t, db), "SELECT current_database()")
+	dbName := queryString(t, Connect(t, db), "SELECT current_database()")
 	const role, password = "lm_app", `s3cr'et\pw`
 	s.CreateRole(t, role, password)
 	// PostgreSQL 15 no longer lets PUBLIC create in schema public.
@@ -122,7 +110,7 @@ func TestCreateRolePassword(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	conn := connect(t, s.URLFor(dbName, role, password))
+	conn := Connect(t, s.URLFor(dbName, role, password))
 	if got := queryString(t, conn, "SELECT current_user::text"); got != role {
 		t.Fatalf("current_user = %q, want %q", got, role)
 	}
@@ -150,7 +138,7 @@ func TestRestartKeepsData(t *testing.T) {
 	url := s.NewDB(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dbName := queryString(t, connect(t, url), "SELECT current_database()")
+	dbName := queryString(t, Connect(t, url), "SELECT current_database()")
 	if err := s.Exec(ctx, dbName, "CREATE TABLE survivor (id int); INSERT INTO survivor VALUES (42)"); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +151,7 @@ func TestRestartKeepsData(t *testing.T) {
 	if s.Port() != port {
 		t.Fatalf("port changed from %d to %d", port, s.Port())
 	}
-	if got := queryString(t, connect(t, url), "SELECT id::text FROM survivor"); got != "42" {
+	if got := queryString(t, Connect(t, url), "SELECT id::text FROM survivor"); got != "42" {
 		t.Fatalf("survivor row = %q, want 42", got)
 	}
 }
@@ -180,7 +168,7 @@ func TestStartStop(t *testing.T) {
 	if len(s.SocketDir()+"/.s.PGSQL.65535") >= 100 {
 		t.Errorf("socket path too long: %s", s.SocketDir())
 	}
-	conn := connect(t, s.AdminURL("postgres"))
+	conn := Connect(t, s.AdminURL("postgres"))
 	if got := queryString(t, conn, "SHOW max_connections"); got != "20" {
 		t.Errorf("max_connections = %s, want 20 (ExtraConf must win)", got)
 	}
@@ -193,7 +181,7 @@ func TestStartStop(t *testing.T) {
 	_ = conn.Close(context.Background())
 
 	// The Unix socket works as well.
-	sock := connect(t, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres", s.SocketDir(), s.Port()))
+	sock := Connect(t, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres", s.SocketDir(), s.Port()))
 	_ = sock.Close(context.Background())
 
 	pid := s.proc.pid

@@ -131,7 +131,7 @@ func TestPlan(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tables := queryInt(t, check, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`)
+			tables := pgtest.QueryInt(t, check, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`)
 			opts := tt.opts
 			opts.Schema, opts.Table = "public", "lockmigrate_history"
 			l := &refusingLock{}
@@ -161,7 +161,7 @@ func TestPlan(t *testing.T) {
 			if n := l.calls.Load(); n != 0 {
 				t.Errorf("Plan used the lock %d times", n)
 			}
-			if n := queryInt(t, check, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`); n != tables {
+			if n := pgtest.QueryInt(t, check, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`); n != tables {
 				t.Errorf("Plan changed the tables: %d before, %d after", tables, n)
 			}
 			// Validate and Migrate agree with the plan: same messages, and

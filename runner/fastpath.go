@@ -1,0 +1,143 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+)
+
+// plan is what a run must do, given the migration set and the history.
+type plan struct {
+	pending []*Migration
+	// ahead are applied versions this binary does not know: the database was
+	// migrated by a newer release. That is normal during an application
+	// rollback, so it is a warning, not an error.
+	ahead []int64
+	// running are rows left in state "running". Seen without the lock they
+	// may belong to a live run; seen under the lock they are interrupted.
+	running []HistoryRow
+	// problems are validation failures (checksum mismatches, out-of-order).
+	problems []error
+	// schemaVersion is the highest applied version (0 when none).
+	schemaVersion int64
+	// baselined: on an empty history, files up to this version are
+	// recorded by the baseline, not run.
+	baselined int64
+}
+
+// upToDate reports whether there is nothing to do and nothing wrong.
+func (p plan) upToDate() bool {
+	return len(p.pending) == 0 && len(p.running) == 0 && len(p.problems) == 0
+}
+
+// fastPlan is the plan of the lock-free fast path, from the brief history
+// read. Only when it finds problems does it read the full rows, so the
+// errors say when and by whom the changed migrations were applied, exactly
+// as a plan from the full history would.
+func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
+	rows, err := r.hist.readBrief(ctx, r.conn)
+	if err != nil {
+		return plan{}, err
+	}
+	p := makePlan(r.migs, rows, r.opts)
+	if len(p.problems) == 0 {
+		return p, nil
+	}
+	if rows, _, err = r.hist.read(ctx, r.conn); err != nil {
+		return plan{}, err
+	}
+	return makePlan(r.migs, rows, r.opts), nil
+}
+
+// makePlan compares migs (sorted by version) with the history rows.
+func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
+	var p plan
+	applied := p.readHistory(migs, rows)
+	for _, m := range migs {
+		if applied[m.Version] || isRunning(p.running, m.Version) {
+			continue
+		}
+		p.pending = append(p.pending, m)
+	}
+	if !opts.AllowOutOfOrder {
+		p.checkOrder()
+	}
+	// On an empty history, files up to BaselineVersion are recorded, not
+	// run: their mode does not matter.
+	if len(rows) == 0 {
+		p.baselined = opts.BaselineVersion
+	}
+	if opts.Transaction == TransactionAll {
+		p.checkSharedTransaction()
+	}
+	return p
+}
+
+// readHistory sorts the rows into p (schema version, running rows, versions
+// ahead, checksum mismatches) and returns the versions whose effects are
+// in the database.
+func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[int64]bool) {
+	known := make(map[int64]*Migration, len(migs))
+	for _, m := range migs {
+		known[m.Version] = m
+	}
+	applied = make(map[int64]bool, len(rows))
+	for _, r := range rows {
+		p.schemaVersion = max(p.schemaVersion, r.Version)
+		if r.State == StateRunning {
+			p.running = append(p.running, r)
+			continue
+		}
+		// applied and baseline rows alike: the effects are in the database,
+		// and the file must not have changed since.
+		applied[r.Version] = true
+		m, ok := known[r.Version]
+		if !ok {
+			p.ahead = append(p.ahead, r.Version)
+			continue
+		}
+		if m.Checksum != r.Checksum {
+			p.problems = append(p.problems, &ValidationError{
+				Kind: KindChecksumMismatch, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("file changed after it was applied: checksum in history %s, file %s "+
+					"(applied %s by %q); restore the file or add a new migration instead of editing this one",
+					r.Checksum, m.Checksum, r.AppliedAt.UTC().Format("2006-01-02T15:04:05Z"), r.AppliedBy),
+			})
+		}
+	}
+	return applied
+}
+
+// checkOrder refuses pending migrations older than the schema version.
+func (p *plan) checkOrder() {
+	for _, m := range p.pending {
+		if m.Version < p.schemaVersion {
+			p.problems = append(p.problems, &ValidationError{
+				Kind: KindOutOfOrder, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("pending migration is older than the highest applied version %d; "+
+					"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", p.schemaVersion),
+			})
+		}
+	}
+}
+
+// checkSharedTransaction refuses, in TransactionAll mode, the pending
+// no-transaction migrations a run would execute (not baseline ones).
+func (p *plan) checkSharedTransaction() {
+	for _, m := range p.pending {
+		if m.NoTransaction && m.Version > p.baselined {
+			p.problems = append(p.problems, &ValidationError{
+				Kind: KindTransactionMode, Version: m.Version, File: m.File,
+				Detail: "pending no-transaction migration cannot run with LOCKMIGRATE_TRANSACTION=all; use each",
+			})
+		}
+	}
+}
+
+func isRunning(rows []HistoryRow, v int64) bool {
+	for _, r := range rows {
+		if r.Version == v {
+			return true
+		}
+	}
+	return false
+}
