@@ -105,6 +105,13 @@ type Options struct {
 	// the history has rows. See baseline.go.
 	BaselineVersion int64
 
+	// BeforeApply, when set, is called by the lock holder with the
+	// migrations it is about to apply (never on the lock-free fast path,
+	// never with applied ones), on the run's connection, before the first
+	// is applied; an error stops the run with nothing applied. The CLI
+	// lints them here (LOCKMIGRATE_LINT).
+	BeforeApply func(ctx context.Context, conn Conn, pending []*Migration) error
+
 	// AppliedBy is recorded in the history (the pod name, typically).
 	AppliedBy string
 	// RunID identifies this run in the history and logs; zero means a new
@@ -357,6 +364,11 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 			res.Outcome = OutcomeWaited
 		}
 		return nil
+	}
+	if r.opts.BeforeApply != nil {
+		if err := r.opts.BeforeApply(ctx, r.conn, p.pending); err != nil {
+			return err
+		}
 	}
 	res.ApplyStarted = true
 	err = r.apply(ctx, res, p.pending)
