@@ -145,3 +145,9 @@ func CheckNoTransactionStatements(migs []*Migration, baselineVersion int64) erro
 	}
 	return errors.Join(problems...)
 }
+
+// KindLint: `lockmigrate lint`, or the lint of the pending files before a
+// run applies them (LOCKMIGRATE_LINT=error), found statements at error.
+// The runner never lints; the kind is here with the others so that the
+// CLI's exit code and the logs name it like every validation failure.
+const KindLint ValidationKind = "lint"

@@ -82,7 +82,7 @@ func TestNoTxStatementRefusedBeforeApply(t *testing.T) {
 		"2_i.sql": {Data: []byte("-- lockmigrate:lint-ignore index-concurrently t is new\nCREATE INDEX CONCURRENTLY t_x ON t (x);\n")},
 	})
 	called := false
-	r, conn := newRunner(t, url, migs, runner.Options{BeforeApply: func(context.Context, runner.Conn, []*runner.Migration) error {
+	r, conn := newRunner(t, url, migs, runner.Options{BeforeApply: func(context.Context, runner.Conn, []*runner.Migration, []*runner.Migration) error {
 		called = true
 		return nil
 	}})
@@ -117,10 +117,13 @@ func TestBeforeApply(t *testing.T) {
 	fs := fstest.MapFS{"1_a.sql": {Data: []byte("CREATE TABLE a (x int);\n")}, "2_b.sql": {Data: []byte("CREATE TABLE b (x int);\n")}}
 	refuse := errors.New("refused by the hook")
 	var seen []string
-	hook := func(ctx context.Context, conn runner.Conn, pending []*runner.Migration) error {
+	hook := func(ctx context.Context, conn runner.Conn, pending, applied []*runner.Migration) error {
 		seen = nil
 		for _, m := range pending {
 			seen = append(seen, m.File)
+		}
+		if len(applied) != 1 || applied[0].File != "1_a.sql" {
+			t.Errorf("hook: applied %v, want [1_a.sql]", applied)
 		}
 		var locks int
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&locks); err != nil || locks != 1 {
