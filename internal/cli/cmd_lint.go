@@ -32,11 +32,7 @@ func runLint(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "lockmigrate: lint --format %q: accepted: text, json, sarif\n", *format)
 		return exitUsage
 	}
-	mode := withMigrations
-	if fl.NArg() > 0 {
-		mode = lockOnly // the files named, not the configured set
-	}
-	if err := a.setup(ctx, mode); err != nil {
+	if err := a.setup(ctx, withMigrations); err != nil {
 		return exitCode(ctx, err)
 	}
 	if !pgparse.Available() {
@@ -63,26 +59,29 @@ func runLint(ctx context.Context, a *app, args []string) int {
 	return exitOK
 }
 
-// lint lints the named files, or the configured set: offline, every file;
-// against the database, the pending ones, with the applied ones as their
-// context, as a run's gate lints them.
+// lint lints the configured set or the named files. The set: offline,
+// every file, as a first deployment to an empty database runs them (a table
+// created by an earlier file is new); against the database, the pending
+// ones, with the applied ones as their context, as a run's gate lints them.
+// Named files (the new ones of a change, in CI) are linted with the other
+// files of the set as applied context, so a table the set created earlier
+// counts as existing, offline too.
 func (a *app) lint(ctx context.Context, paths []string) (*lint.Report, error) {
 	opts := lintOptions(a.cfg)
-	var files []lint.File
+	files := lintFiles(a.migs, false)
 	if len(paths) > 0 {
-		var err error
-		if files, err = readLintFiles(paths); err != nil {
+		named, err := readLintFiles(paths)
+		if err != nil {
 			return nil, err
 		}
-	} else {
-		files = lintFiles(a.migs, false)
+		files = withContext(a.migs, named)
 	}
 	if !a.cfg.DatabaseConfigured() {
 		return lint.Lint(ctx, files, opts)
 	}
 	var rep *lint.Report
 	err := a.withRunner(ctx, a.opts.target, func(s session) error {
-		if len(paths) == 0 {
+		if len(paths) == 0 && len(a.migs) > 0 {
 			plan, err := s.runner.Plan(ctx)
 			if plan == nil {
 				return err
@@ -111,6 +110,22 @@ func splitByPlan(migs []*runner.Migration, plan *runner.Plan) []lint.File {
 		files[i].Applied = !pending[m.Version]
 	}
 	return files
+}
+
+// withContext puts the set's files other than the named ones (by base
+// name) before them, as applied context.
+func withContext(migs []*runner.Migration, named []lint.File) []lint.File {
+	isNamed := map[string]bool{}
+	for _, f := range named {
+		isNamed[filepath.Base(f.Name)] = true
+	}
+	var files []lint.File
+	for _, f := range lintFiles(migs, true) {
+		if !isNamed[f.Name] {
+			files = append(files, f)
+		}
+	}
+	return append(files, named...)
 }
 
 // readLintFiles reads files named on the command line; a first line

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,9 +63,19 @@ func TestLintCommandOffline(t *testing.T) {
 	if r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": examples}, "lint"); r.Code != exitOK || !strings.Contains(r.Stdout, "0 error(s), 0 warning(s) in 7 file(s)") {
 		t.Fatalf("examples: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
-	named := filepath.Join(dir, "1_notes.sql")
-	if r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": "/nonexistent"}, "lint", named); r.Code != exitOK || !strings.Contains(r.Stdout, "in 1 file(s)") {
+	// The whole set: notes is created by 1_notes.sql, so indexing it in
+	// the set is free. A new file named on its own has the set as applied
+	// context: notes exists, and the index is an error.
+	newFile := filepath.Join(t.TempDir(), "3_notes_idx.sql")
+	if err := os.WriteFile(newFile, []byte("CREATE INDEX ON notes (id, body);\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": dir}, "lint", newFile)
+	if r.Code != exitValidation || !strings.Contains(r.Stdout, "3_notes_idx.sql:1:1: error [index-concurrently] CREATE INDEX on notes") || !strings.Contains(r.Stdout, "in 1 file(s)") {
 		t.Fatalf("named file: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := runIn(t, ctx, map[string]string{"LOCKMIGRATE_DIR": dir}, "lint", filepath.Join(dir, "1_notes.sql")); r.Code != exitOK {
+		t.Fatalf("named file of the set: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	for _, args := range [][]string{{"lint", "--format", "xml"}, {"lint", "/nonexistent.sql"}} {
 		if r := runIn(t, ctx, nil, args...); r.Code != exitUsage {
