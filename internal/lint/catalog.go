@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -190,20 +191,25 @@ func deref(f *float64) float64 {
 	return *f
 }
 
-// formatTypes maps format_type's names to the parser's.
-var formatTypes = map[string]string{"character varying": "varchar", "character": "bpchar", "integer": "int4",
-	"bigint": "int8", "smallint": "int2", "bit varying": "varbit", "timestamp without time zone": "timestamp",
-	"timestamp with time zone": "timestamptz", "double precision": "float8", "real": "float4", "boolean": "bool"}
+// formatTypes maps format_type's names to the parser's. Like every
+// table of this package it is built on first use: package variables with
+// maps or compiled expressions would be built at every process start, also
+// by the replicas that never lint.
+var formatTypes = sync.OnceValue(func() map[string]string {
+	return map[string]string{"character varying": "varchar", "character": "bpchar", "integer": "int4",
+		"bigint": "int8", "smallint": "int2", "bit varying": "varbit", "timestamp without time zone": "timestamp",
+		"timestamp with time zone": "timestamptz", "double precision": "float8", "real": "float4", "boolean": "bool"}
+})
 
-var typeMods = regexp.MustCompile(`^([^(]+)(?:\(([0-9, ]+)\))?(.*)$`)
+var typeMods = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([^(]+)(?:\(([0-9, ]+)\))?(.*)$`) })
 
 func parseFormatType(s string) colType {
-	m := typeMods.FindStringSubmatch(s)
+	m := typeMods().FindStringSubmatch(s)
 	if m == nil {
 		return colType{name: s}
 	}
 	name := strings.TrimSpace(m[1] + m[3])
-	if n, ok := formatTypes[name]; ok {
+	if n, ok := formatTypes()[name]; ok {
 		name = n
 	}
 	t := colType{name: name}
