@@ -12,6 +12,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/lint/pgparse"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 	"github.com/lockmigrate/lockmigrate/internal/pushtest"
+	"github.com/lockmigrate/lockmigrate/lock"
 )
 
 func needParser(t *testing.T) {
@@ -244,5 +245,45 @@ func TestLintInHelp(t *testing.T) {
 		if !strings.Contains(r.Stdout, w) {
 			t.Errorf("--help lacks %q", w)
 		}
+	}
+}
+
+// TestLintNeverOnFastPath: a replica that finds the lock held (skip) and
+// one that finds everything applied parse nothing, whatever
+// LOCKMIGRATE_LINT says; only the lock holder with work lints.
+func TestLintNeverOnFastPath(t *testing.T) {
+	needParser(t)
+	ctx := context.Background()
+	url, _ := secretDB(t)
+	env := bintest.With(baseEnv(url), "LOCKMIGRATE_DIR", bintest.WriteDir(t, lintSet), "LOCKMIGRATE_LINT", "error")
+	holder := pgtest.Connect(t, url)
+	if _, err := holder.Exec(ctx, `CREATE TABLE accounts (id bigint PRIMARY KEY, plan text);
+INSERT INTO accounts SELECT g, 'free' FROM generate_series(1, 10) g; ANALYZE accounts;`); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.MustLock(t, holder, lock.DefaultKey("public", "lockmigrate_history"))
+	before := pgparse.Parses()
+	if r := runIn(t, ctx, env); r.Code != exitOK || r.Finished(t)["outcome"] != "skipped" {
+		t.Fatalf("skipping replica: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := pgparse.Parses(); got != before {
+		t.Fatalf("the skipping replica parsed %d texts", got-before)
+	}
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+		t.Fatal(err)
+	}
+	// accounts has 10 rows: online the index is only a warning, applied.
+	if r := runIn(t, ctx, env); r.Code != exitOK || r.Finished(t)["outcome"] != "applied" {
+		t.Fatalf("lock holder: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if pgparse.Parses() == before {
+		t.Fatal("the lock holder did not lint")
+	}
+	before = pgparse.Parses()
+	if r := runIn(t, ctx, env); r.Code != exitOK || r.Finished(t)["outcome"] != "up_to_date" {
+		t.Fatalf("up to date: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := pgparse.Parses(); got != before {
+		t.Fatalf("the up_to_date run parsed %d texts", got-before)
 	}
 }

@@ -84,7 +84,11 @@ func (g *lintGate) beforeApply(ctx context.Context, conn runner.Conn, pending, a
 			slog.String("message", f.Message), slog.String("fix", f.Fix), slog.String("example", f.Example))
 	}
 	errs := rep.Count(lint.SeverityError)
-	g.log.LogAttrs(ctx, slog.LevelInfo, "lint finished", slog.Int("files", rep.Files), slog.Int("errors", errs),
+	level := slog.LevelDebug // a clean lint is not news, in a fleet of thousands of tenants least of all
+	if len(rep.Findings) > 0 {
+		level = slog.LevelInfo
+	}
+	g.log.LogAttrs(ctx, level, "lint finished", slog.Int("files", rep.Files), slog.Int("errors", errs),
 		slog.Int("warnings", rep.Count(lint.SeverityWarning)), slog.Int("pg_version", rep.PGVersion),
 		slog.Int64("duration_ms", time.Since(start).Milliseconds()))
 	if !g.refuse || errs == 0 {
