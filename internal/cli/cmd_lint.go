@@ -113,11 +113,23 @@ func splitByPlan(migs []*runner.Migration, plan *runner.Plan) []lint.File {
 }
 
 // withContext puts the set's files other than the named ones (by base
-// name) before them, as applied context.
+// name) before them, as applied context. A named file of the set is read
+// as the set reads it: the part that runs, in its transaction mode,
+// whatever marker sets it.
 func withContext(migs []*runner.Migration, named []lint.File) []lint.File {
+	inSet := map[string]*runner.Migration{}
+	for _, m := range migs {
+		inSet[m.File] = m
+	}
 	isNamed := map[string]bool{}
-	for _, f := range named {
-		isNamed[filepath.Base(f.Name)] = true
+	for i, f := range named {
+		base := filepath.Base(f.Name)
+		isNamed[base] = true
+		// The set's SQL is the part of the file that runs (a prefix: a
+		// goose or dbmate down section is not linted).
+		if m := inSet[base]; m != nil && strings.HasPrefix(f.SQL, m.SQL) {
+			named[i].SQL, named[i].NoTransaction = m.SQL, m.NoTransaction
+		}
 	}
 	var files []lint.File
 	for _, f := range lintFiles(migs, true) {
