@@ -10,9 +10,15 @@
 # *.sql files in a directory of the build context and name it in MIGRATIONS.
 # Its top-level *.sql files replace the example set embedded from
 # migrations/, so the image carries exactly your migrations and needs no
-# volume at run time. The build runs `lockmigrate validate` on the result, so a
-# malformed file name, a duplicate version or an unknown directive fails the
-# build instead of the rollout.
+# volume at run time. The build runs `lockmigrate validate` and `lockmigrate
+# lint` on the result, so a malformed file name, a duplicate version, an
+# unknown directive, a transactional CREATE INDEX CONCURRENTLY or a lint
+# finding at error (docs/lint.md) fails the build instead of the rollout.
+#
+# The binary links libpg_query (PostgreSQL's parser, C) for `lint`: it is
+# built with cgo and linked statically (glibc's libc.a from the builder's
+# libc6-dev; netgo and osusergo keep the resolver and user lookups in Go,
+# so nothing needs a shared library or NSS at run time).
 #
 #   docker build -t registry.example.com/app-migrate:1.4.0 \
 #     --build-arg MIGRATIONS=db/migrations \
@@ -85,8 +91,10 @@ ARG VERSION
 ARG FORMAT=auto
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/lockmigrate . \
-    && env -i LOCKMIGRATE_FORMAT="${FORMAT}" /out/lockmigrate validate
+    CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+        -ldflags "-s -w -linkmode external -extldflags -static -X main.version=${VERSION}" -o /out/lockmigrate . \
+    && env -i LOCKMIGRATE_FORMAT="${FORMAT}" /out/lockmigrate validate \
+    && env -i LOCKMIGRATE_FORMAT="${FORMAT}" /out/lockmigrate lint
 
 # ---------------------------------------------------------------------------
 FROM scratch

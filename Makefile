@@ -24,7 +24,7 @@ test:
 	bash scripts/test.sh $(TESTARGS)
 
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/lockmigrate .
+	CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo -ldflags "-s -w -linkmode external -extldflags -static -X main.version=$(VERSION)" -o bin/lockmigrate .
 
 vet:
 	go vet ./...

@@ -180,6 +180,9 @@ func (m *Migration) parseDirective(data []byte) error {
 		m.NoTransaction = true
 		return nil
 	}
+	if line == lintIgnorePrefix || strings.HasPrefix(line, lintIgnorePrefix+" ") {
+		return nil // a lint suppression for the statement below, not a directive
+	}
 	return &ValidationError{Kind: KindMalformedName, Version: m.Version, File: m.File,
 		Detail: fmt.Sprintf("unknown directive %q on the first line; the only directive is %q", line, NoTransactionDirective)}
 }

@@ -105,6 +105,14 @@ type Options struct {
 	// the history has rows. See baseline.go.
 	BaselineVersion int64
 
+	// BeforeApply, when set, is called by the lock holder with the
+	// migrations it is about to apply (never on the lock-free fast path)
+	// and, for context, the set's others (applied, or recorded as
+	// baseline), both in version order, on the run's connection, before
+	// the first is applied; an error stops the run with nothing applied.
+	// The CLI lints the pending ones here (LOCKMIGRATE_LINT).
+	BeforeApply func(ctx context.Context, conn Conn, pending, applied []*Migration) error
+
 	// AppliedBy is recorded in the history (the pod name, typically).
 	AppliedBy string
 	// RunID identifies this run in the history and logs; zero means a new
@@ -358,6 +366,11 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 		}
 		return nil
 	}
+	if r.opts.BeforeApply != nil {
+		if err := r.opts.BeforeApply(ctx, r.conn, p.pending, notPending(r.migs, p.pending)); err != nil {
+			return err
+		}
+	}
 	res.ApplyStarted = true
 	err = r.apply(ctx, res, p.pending)
 	res.Pending = len(p.pending) - len(res.Applied)
@@ -369,6 +382,19 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 	}
 	res.Outcome = OutcomeApplied
 	return nil
+}
+
+// notPending is migs without pending (both in version order).
+func notPending(migs, pending []*Migration) []*Migration {
+	out := make([]*Migration, 0, len(migs)-len(pending))
+	for i, m := range migs {
+		if len(pending) > 0 && pending[0] == m {
+			pending = pending[1:]
+			continue
+		}
+		out = append(out, migs[i])
+	}
+	return out
 }
 
 func (res *Result) observe(p plan) {

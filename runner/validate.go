@@ -34,7 +34,7 @@ func (r *Runner) Validate(ctx context.Context) error {
 }
 
 // statementProblems checks the statements of the pending transactional
-// files that will run (checkTxControl). It reads every such file, so it is
+// files that will run (checkTxControl, checkNoTxStatements). It reads every such file, so it is
 // left to the runs that are about to apply them (under the lock), validate,
 // plan and status, not the lock-free fast path of every replica. A file
 // applied before (by another tool, adopted as baseline) is never run, so it
@@ -44,6 +44,9 @@ func (p plan) statementProblems() []error {
 	for _, m := range p.pending {
 		if !m.NoTransaction && m.Version > p.baselined {
 			if err := checkTxControl(m); err != nil {
+				problems = append(problems, err)
+			}
+			if err := checkNoTxStatements(m); err != nil {
 				problems = append(problems, err)
 			}
 		}

@@ -21,7 +21,7 @@
 #      applied) and check that it holds every .go and .sql file and no .git;
 #      every build below uses that snapshot, so concurrent edits cannot mix;
 #   3. build the binary on the host from the snapshot with the Dockerfile's
-#      command (CGO_ENABLED=0, -trimpath, same ldflags) and, with the stand-in
+#      command (static cgo, -trimpath, same tags and ldflags) and, with the stand-in
 #      builder (same Go), check it is byte-identical to the image's binary;
 #   4. build the image; check its labels, user, entrypoint and that it holds
 #      only /lockmigrate, /etc/passwd, /etc/group and the CA bundle (no shell);
@@ -154,7 +154,8 @@ host_build() {
 		cp "$CTX/$migdir"/*.sql "$dir/migrations/"
 	fi
 	(cd "$dir" && env -u GOFLAGS -u GOOS -u GOARCH -u GOAMD64 -u GOEXPERIMENT GOTOOLCHAIN=local \
-		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o "$out" .)
+		CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+		-ldflags "-s -w -linkmode external -extldflags -static -X main.version=${VERSION}" -o "$out" .)
 }
 
 # extract_binary IMAGE OUT: copy /lockmigrate out of IMAGE.
@@ -239,7 +240,7 @@ HOST_BIN_CUSTOM=$WORK/lockmigrate.custom.host
 host_build "$HOST_BIN" || die "go build failed on the host"
 host_build "$HOST_BIN_CUSTOM" "$CUSTOM_DIR" || die "go build with MIGRATIONS=$CUSTOM_DIR failed on the host"
 BINARY_SIZE=$(stat -c %s "$HOST_BIN")
-info "CGO_ENABLED=0 go build -trimpath -ldflags \"-s -w -X main.version=$VERSION\": $BINARY_SIZE bytes"
+info "static cgo go build -trimpath (the Dockerfile's command): $BINARY_SIZE bytes"
 if out=$("$HOST_BIN" version) && [ "$out" = "lockmigrate $VERSION" ]; then
 	pass "host binary: prints '$out'"
 else

@@ -27,7 +27,7 @@ type command struct {
 // commands lists the subcommands in the order --help shows them; migrate,
 // the default, first.
 func commands() []*command {
-	return []*command{migrateCmd, statusCmd, validateCmd, resolveCmd, adoptCmd, unlockCmd, planCmd}
+	return []*command{migrateCmd, statusCmd, validateCmd, lintCmd, resolveCmd, adoptCmd, unlockCmd, planCmd}
 }
 
 // Run is the whole program behind main: it never exits, takes its

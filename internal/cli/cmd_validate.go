@@ -30,6 +30,11 @@ func runValidate(ctx context.Context, a *app, args []string) int {
 			a.log.Warn("transactional file ends its own transaction: a run refuses it unless it is already applied (e.g. adopted)",
 				"error", err.Error())
 		}
+		// A statement that cannot run in a transaction block fails in any
+		// run that applies the file: an error, above the baseline.
+		if err := runner.CheckNoTransactionStatements(a.migs, a.cfg.BaselineVersion); err != nil {
+			return a.fail(ctx, "validation failed", err)
+		}
 	} else {
 		checked = "against the database"
 		err := a.withRunner(ctx, a.opts.target, func(s session) error { return s.runner.Validate(ctx) })

@@ -34,6 +34,9 @@ type options struct {
 	fleet fleet.Options
 	// pusher is nil when no Pushgateway is configured.
 	pusher *metrics.Pusher
+	// gate lints the pending files before a run applies them; nil with
+	// LOCKMIGRATE_LINT=off.
+	gate *lintGate
 }
 
 // target is one history table and the advisory lock that guards it.
@@ -68,6 +71,9 @@ func newOptions(cfg *config.Config, runID uuid.UUID, log *slog.Logger) (options,
 		AppliedBy:        o.podName,
 		RunID:            runID,
 		Logger:           log,
+	}
+	if o.gate = newLintGate(cfg, log); o.gate != nil {
+		o.runner.BeforeApply = o.gate.beforeApply
 	}
 	shard := fleet.Shard{Index: cfg.ShardIndex, Count: cfg.Shards}
 	o.fleet = fleet.Options{Runner: o.runner, Query: cfg.TenantsQuery, Concurrency: cfg.TenantConcurrency,

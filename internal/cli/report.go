@@ -33,6 +33,9 @@ type report struct {
 	// tenants is a multi-tenant run's summary, shard its shard.
 	tenants *fleet.Summary
 	shard   fleet.Shard
+	// lint counts the findings of the pending files' lint (nil when the
+	// run linted nothing).
+	lint *metrics.LintFindings
 }
 
 func newReport(ctx context.Context, start time.Time, err error) report {
@@ -67,6 +70,7 @@ func (r report) failed() bool { return r.outcome == string(fleet.OutcomeFailed) 
 // It returns the run's exit code.
 func (a *app) finish(ctx context.Context, r report) int {
 	a.dropEarly(ctx) // only when the run never got as far as connecting
+	r.lint = a.opts.gate.findings()
 	pushed := a.opts.pusher != nil && a.cfg != nil
 	if pushed {
 		pushed = a.push(ctx, r.metrics(a.version))
@@ -102,6 +106,9 @@ func (r report) logAttrs(pushConfigured, pushed bool) []slog.Attr {
 	attrs = append(attrs, slog.Int("exit_code", r.code))
 	if r.tenants != nil {
 		attrs = append(attrs, r.tenantsAttrs()...)
+	}
+	if r.lint != nil {
+		attrs = append(attrs, slog.Int("lint_errors", r.lint.Errors), slog.Int("lint_warnings", r.lint.Warnings))
 	}
 	attrs = append(attrs, slog.Int64("duration_ms", r.end.Sub(r.start).Milliseconds()))
 	if pushConfigured {
@@ -180,7 +187,7 @@ func (r report) termination(runID, version string) termination {
 
 // metrics is the Pushgateway's view.
 func (r report) metrics(version string) metrics.Run {
-	m := metrics.Run{Version: version, Outcome: r.outcome, Start: r.start, End: r.end, ConnectAttempts: r.connectAttempts}
+	m := metrics.Run{Version: version, Outcome: r.outcome, Start: r.start, End: r.end, ConnectAttempts: r.connectAttempts, Lint: r.lint}
 	if r.failed() {
 		m.ErrorKind = errorKind(r.code)
 	}

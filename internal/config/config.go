@@ -21,6 +21,7 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/lint"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
@@ -45,6 +46,12 @@ type Config struct {
 	StatementTimeout time.Duration `env:"LOCKMIGRATE_STATEMENT_TIMEOUT" envDefault:"0" help:"statement_timeout for migration statements (0 = off)"`
 	AllowOutOfOrder  bool          `env:"LOCKMIGRATE_ALLOW_OUT_OF_ORDER" envDefault:"false" help:"apply a pending migration older than the newest applied one"`
 	BaselineVersion  int64         `env:"LOCKMIGRATE_BASELINE_VERSION" envDefault:"0" help:"0 = off; when the history is empty, record every migration up to this version as applied (state baseline) without running it, then apply the newer ones; ignored once the history has rows"`
+
+	Lint               string `env:"LOCKMIGRATE_LINT" envDefault:"warn" oneof:"off,warn,error" help:"lint the pending files before applying them (the lock holder only): off; warn: log each finding; error: refuse with exit 5, nothing applied, when a finding is at error"`
+	LintSmallTableRows int64  `env:"LOCKMIGRATE_LINT_SMALL_TABLE_ROWS" help:"online lint: a size-dependent finding on a table estimated (pg_class.reltuples) under this many rows is a warning"`
+	LintPGVersion      int    `env:"LOCKMIGRATE_LINT_PG_VERSION" help:"server major version an offline lint assumes (online: the server's own)"`
+	LintEnable         string `env:"LOCKMIGRATE_LINT_ENABLE" help:"comma-separated rules that are off by default to turn on (style: every style rule)"`
+	LintDisable        string `env:"LOCKMIGRATE_LINT_DISABLE" help:"comma-separated rules to turn off"`
 
 	TCPKeepalivesIdle     time.Duration `env:"LOCKMIGRATE_TCP_KEEPALIVES_IDLE" envDefault:"10s" help:"silence before the first TCP keepalive probe, both ends (server: tcp_keepalives_idle); 0 = system defaults"`
 	TCPKeepalivesInterval time.Duration `env:"LOCKMIGRATE_TCP_KEEPALIVES_INTERVAL" envDefault:"5s" help:"interval between keepalive probes (tcp_keepalives_interval)"`
@@ -92,9 +99,11 @@ const DefaultTerminationLog = "/dev/termination-log"
 // (--help prints them like the envDefault tags).
 func defaults() Config {
 	return Config{
-		WaitTimeout:       runner.DefaultWaitTimeout,
-		TenantConcurrency: fleet.DefaultConcurrency,
-		TerminationLog:    DefaultTerminationLog,
+		WaitTimeout:        runner.DefaultWaitTimeout,
+		TenantConcurrency:  fleet.DefaultConcurrency,
+		LintSmallTableRows: lint.DefaultSmallTableRows,
+		LintPGVersion:      lint.DefaultPGVersion,
+		TerminationLog:     DefaultTerminationLog,
 	}
 }
 
@@ -252,6 +261,7 @@ func (c *Config) validate() []*Error {
 	errs = append(errs, c.validateNumbers()...)
 	errs = append(errs, c.validatePushgateway()...)
 	errs = append(errs, c.validateTenants()...)
+	errs = append(errs, c.validateLint()...)
 	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
 		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
 	}
@@ -483,4 +493,36 @@ func parseGrouping(s string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// LintRules splits a LOCKMIGRATE_LINT_ENABLE / _DISABLE list.
+func LintRules(list string) []string {
+	var out []string
+	for _, id := range strings.Split(list, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// validateLint checks the lint variables: rule ids must exist (a typo
+// would silently keep a rule on or off).
+func (c *Config) validateLint() []*Error {
+	var errs []*Error
+	if c.LintSmallTableRows < 0 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_LINT_SMALL_TABLE_ROWS", Value: fmt.Sprint(c.LintSmallTableRows), Accept: "a whole number, 0 or more"})
+	}
+	if c.LintPGVersion < 10 || c.LintPGVersion > 99 {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_LINT_PG_VERSION", Value: fmt.Sprint(c.LintPGVersion), Accept: "a PostgreSQL major version such as 14 or 17"})
+	}
+	for _, v := range []struct{ name, list string }{{"LOCKMIGRATE_LINT_ENABLE", c.LintEnable}, {"LOCKMIGRATE_LINT_DISABLE", c.LintDisable}} {
+		for _, id := range LintRules(v.list) {
+			if _, ok := lint.LookupRule(id); !ok && !(id == "style" && v.name == "LOCKMIGRATE_LINT_ENABLE") {
+				errs = append(errs, &Error{Var: v.name, Value: v.list, Accept: "comma-separated rule ids of docs/lint.md (" + id + " is none)"})
+				break
+			}
+		}
+	}
+	return errs
 }

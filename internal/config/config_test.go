@@ -20,7 +20,8 @@ func TestDefaults(t *testing.T) {
 		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
-		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1, Libpq: map[string]string{}}
+		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1, Libpq: map[string]string{},
+		Lint: "warn", LintSmallTableRows: 10000, LintPGVersion: 14}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}

@@ -76,6 +76,16 @@ type Run struct {
 	// Tenants is set by a multi-tenant run, which pushes no lock or schema
 	// families (they describe one history table).
 	Tenants *Tenants
+
+	// Lint is set by a run that linted its pending files
+	// (LOCKMIGRATE_LINT): only those push lint_findings, so the replicas
+	// that skip or find nothing pending never overwrite the count.
+	Lint *LintFindings
+}
+
+// LintFindings counts a run's lint findings by severity.
+type LintFindings struct {
+	Errors, Warnings int
 }
 
 // Tenants counts the tenants of a multi-tenant run (its shard's, when
@@ -140,7 +150,8 @@ func boolf(b bool) float64 {
 //   - successful runs: last_success_timestamp_seconds;
 //   - failed runs: last_failure_timestamp_seconds, last_failure{kind};
 //   - multi-tenant runs: tenants_total, tenants_pending, tenants_failed,
-//     tenants_applied.
+//     tenants_applied;
+//   - runs that linted their pending files: lint_findings{severity}.
 func (r Run) Families() []prometheus.Collector {
 	var fs families
 	// One value, which holds: build_info is always 1.
@@ -174,6 +185,12 @@ func (r Run) Families() []prometheus.Collector {
 		fs.gauge("tenants_pending", "Tenants the last multi-tenant run left not confirmed current (failed, skipped or not attempted).", float64(t.Pending))
 		fs.gauge("tenants_failed", "Tenants whose migration failed in the last multi-tenant run.", float64(t.Failed))
 		fs.gauge("tenants_applied", "Tenants the last multi-tenant run applied migrations to.", float64(t.Applied))
+	}
+	if l := r.Lint; l != nil {
+		g := prometheus.NewGaugeVec(gaugeOpts("lint_findings", "Lint findings in the pending files of the last run that linted them, by severity."), []string{"severity"})
+		g.WithLabelValues("error").Set(float64(l.Errors))
+		g.WithLabelValues("warning").Set(float64(l.Warnings))
+		fs = append(fs, g)
 	}
 	if r.Succeeded() {
 		fs.gauge("last_success_timestamp_seconds", "Unix time of the last run that confirmed the schema current (applied, up_to_date or waited).", unix(r.End))

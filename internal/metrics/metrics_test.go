@@ -79,6 +79,12 @@ func TestFamiliesByRun(t *testing.T) {
 			return r
 		}, []string{"last_failure", "last_failure_timestamp_seconds", "lock_timeout_retries", "migrations_applied",
 			"tenants_applied", "tenants_failed", "tenants_pending", "tenants_total"}},
+		{"refused by lint (LOCKMIGRATE_LINT=error)", func(r Run) Run {
+			r.Outcome, r.ErrorKind, r.LockTried, r.LockAcquired, r.LockAttempts, r.SchemaKnown = "failed", "validation", true, true, 1, true
+			r.Lint = &LintFindings{Errors: 1, Warnings: 2}
+			return r
+		}, []string{"last_failure", "last_failure_timestamp_seconds", "lint_findings", "lock_acquired", "lock_attempts", "lock_held_seconds",
+			"lock_wait_seconds", "migrations_pending", "schema_version"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,198 @@
+// Package lint checks migration files for the statements that block a live
+// database: an index built without CONCURRENTLY, a constraint validated
+// under an exclusive lock, a table rewrite, a statement that cannot run in
+// the transaction lockmigrate wraps a file in. It reads every statement
+// with PostgreSQL's own parser (package pgparse) and knows what no generic
+// linter knows: which files run in a transaction, which tables the pending
+// set creates (new and empty: indexing them is free), and, online, how
+// large each table is and which server version runs.
+//
+// Nothing here runs before Lint is called: a run that finds nothing
+// pending never parses.
+package lint
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/lockmigrate/lockmigrate/internal/lint/pgparse"
+)
+
+// DefaultPGVersion is the server major version assumed offline: the
+// oldest one lockmigrate supports fully (14: client_connection_check_interval
+// frees the lock of a dead client). The version-dependent rules differ only
+// below 12, so any supported server gives the same findings.
+const DefaultPGVersion = 14
+
+// DefaultSmallTableRows is the estimated row count (pg_class.reltuples)
+// under which an online finding of a size-dependent rule is only a
+// warning: building an index on, or rewriting, 10,000 narrow rows takes
+// about 10 ms, shorter than the lock_timeout that bounds the wait in front
+// of it (docs/lint.md has the measurement).
+const DefaultSmallTableRows = 10000
+
+// File is one migration file as the linter sees it.
+type File struct {
+	// Name is how findings name the file.
+	Name string
+	SQL  string
+	// NoTransaction: the file runs outside any transaction, one statement
+	// at a time ("-- lockmigrate:no-transaction").
+	NoTransaction bool
+	// Applied files are read for what they create and prove (tables,
+	// columns, validated checks), never reported on.
+	Applied bool
+}
+
+// Options configure a lint.
+type Options struct {
+	// PGVersion is the server major version (0: DefaultPGVersion offline,
+	// the server's own online).
+	PGVersion int
+	// SharedTransaction: every pending transactional file runs in one
+	// transaction (LOCKMIGRATE_TRANSACTION=all).
+	SharedTransaction bool
+	// SmallTableRows: online, size-dependent findings on tables estimated
+	// under this many rows are warnings (0: DefaultSmallTableRows).
+	SmallTableRows float64
+	// Enable turns on rules that are off by default ("style" for every
+	// style rule); Disable turns rules off.
+	Enable, Disable []string
+	// DB, when set, is the database the files will run against: its
+	// catalog decides table sizes and its version the version-dependent
+	// rules.
+	DB Querier
+}
+
+// Finding is one problem found in a file.
+type Finding struct {
+	File     string   `json:"file"`
+	Line     int      `json:"line"`
+	Column   int      `json:"column"`
+	Rule     string   `json:"rule"`
+	Severity Severity `json:"severity"`
+	Message  string   `json:"message"`
+	// Fix is the safe alternative; Example the file showing it.
+	Fix     string `json:"fix"`
+	Example string `json:"example,omitempty"`
+}
+
+// String is the finding as one line of text output.
+func (f Finding) String() string {
+	return fmt.Sprintf("%s:%d:%d: %s [%s] %s", f.File, f.Line, f.Column, f.Severity, f.Rule, f.Message)
+}
+
+// Report is the result of a lint.
+type Report struct {
+	Findings []Finding
+	// Files and Statements count what was linted (applied files excluded).
+	Files, Statements int
+	PGVersion         int
+	// Online is set when the catalog was consulted.
+	Online bool
+}
+
+// Count returns the number of findings at severity s.
+func (r *Report) Count(s Severity) int {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Severity == s {
+			n++
+		}
+	}
+	return n
+}
+
+// Lint checks files, in the order given (version order), and returns the
+// findings. An error means the linter could not run (no parser in this
+// build, the catalog query failed); problems in the files are findings.
+func Lint(ctx context.Context, files []File, opts Options) (*Report, error) {
+	if !pgparse.Available() {
+		return nil, pgparse.ErrUnavailable
+	}
+	if opts.SmallTableRows <= 0 {
+		opts.SmallTableRows = DefaultSmallTableRows
+	}
+	parsed := make([]parsedFile, len(files))
+	rep := &Report{PGVersion: opts.PGVersion}
+	for i, f := range files {
+		parsed[i] = parseFile(f)
+		if !f.Applied {
+			rep.Files++
+			rep.Statements += len(parsed[i].stmts)
+		}
+	}
+	cat := &catalog{}
+	if opts.DB != nil {
+		var err error
+		if cat, err = readCatalog(ctx, opts.DB, parsed); err != nil {
+			return nil, fmt.Errorf("lint: read the catalog: %w", err)
+		}
+		rep.Online = true
+		if opts.PGVersion == 0 {
+			rep.PGVersion = cat.version
+		}
+	}
+	if rep.PGVersion == 0 {
+		rep.PGVersion = DefaultPGVersion
+	}
+	l := newLinter(opts, rep.PGVersion, cat)
+	for i := range parsed {
+		rep.Findings = append(rep.Findings, l.file(&parsed[i])...)
+	}
+	return rep, nil
+}
+
+// parsedFile is a file with its statements and suppressions.
+type parsedFile struct {
+	File
+	stmts  []pgparse.Stmt
+	syntax *pgparse.SyntaxError
+	lines  []int // byte offset of each line's start
+}
+
+func parseFile(f File) parsedFile {
+	p := parsedFile{File: f, lines: []int{0}}
+	for i := 0; i < len(f.SQL); i++ {
+		if f.SQL[i] == '\n' {
+			p.lines = append(p.lines, i+1)
+		}
+	}
+	stmts, err := pgparse.Parse(f.SQL)
+	if err != nil {
+		se, ok := err.(*pgparse.SyntaxError)
+		if !ok {
+			se = &pgparse.SyntaxError{Msg: err.Error(), Offset: 0}
+		}
+		p.syntax = se
+		return p
+	}
+	p.stmts = stmts
+	return p
+}
+
+// position converts a byte offset into a 1-based line and column (in
+// characters).
+func (p *parsedFile) position(off int) (line, col int) {
+	off = max(0, min(off, len(p.SQL)))
+	i, found := slices.BinarySearch(p.lines, off)
+	if !found {
+		i--
+	}
+	return i + 1, utf8.RuneCountInString(p.SQL[p.lines[i]:off]) + 1
+}
+
+// lineText is line n (1-based) without its newline.
+func (p *parsedFile) lineText(n int) string {
+	if n < 1 || n > len(p.lines) {
+		return ""
+	}
+	end := len(p.SQL)
+	if n < len(p.lines) {
+		end = p.lines[n] - 1
+	}
+	return strings.TrimRight(p.SQL[p.lines[n-1]:end], "\r")
+}

@@ -1,0 +1,108 @@
+package lint
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lockmigrate/lockmigrate/internal/lint/pgparse"
+	"github.com/lockmigrate/lockmigrate/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, pgtest.Options{})) }
+
+// onlineDB is a fresh database prepared with sql, and a connection to it.
+func onlineDB(t *testing.T, sql string) *pgx.Conn {
+	t.Helper()
+	if !pgparse.Available() {
+		t.Skip("built without cgo: no parser")
+	}
+	conn := pgtest.Connect(t, pgtest.Shared().NewDB(t))
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+func lintOnline(t *testing.T, conn *pgx.Conn, files []File) *Report {
+	t.Helper()
+	rep, err := Lint(context.Background(), files, Options{DB: conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Online {
+		t.Fatal("report not online")
+	}
+	return rep
+}
+
+func severities(rep *Report) []string {
+	var out []string
+	for _, f := range rep.Findings {
+		out = append(out, f.Rule+":"+string(f.Severity))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestOnlineSeverity: the same CREATE INDEX is an error on a 100,000-row
+// table and a warning on a 10-row one (both ANALYZEd); a table created
+// earlier in the pending set is not flagged; the server's version is the
+// one the rules use.
+func TestOnlineSeverity(t *testing.T) {
+	conn := onlineDB(t, `
+CREATE TABLE big (id bigint PRIMARY KEY, v text);
+INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 100000) g;
+CREATE TABLE small (id bigint PRIMARY KEY, v text);
+INSERT INTO small SELECT g, 'v' || g FROM generate_series(1, 10) g;
+ANALYZE big; ANALYZE small;`)
+	for _, tc := range []struct {
+		table string
+		want  Severity
+	}{{"big", SeverityError}, {"small", SeverityWarning}} {
+		rep := lintOnline(t, conn, []File{tx("CREATE INDEX ON " + tc.table + " (v)")})
+		if len(rep.Findings) != 1 || rep.Findings[0].Rule != RuleIndexConcurrently || rep.Findings[0].Severity != tc.want {
+			t.Errorf("%s: findings %+v, want one %s at %s", tc.table, rep.Findings, RuleIndexConcurrently, tc.want)
+		}
+		if rep.PGVersion != 15 {
+			t.Errorf("PGVersion %d, want the server's 15", rep.PGVersion)
+		}
+	}
+	rep := lintOnline(t, conn, []File{{Name: "2_t.sql", SQL: "CREATE TABLE fresh (v text);"},
+		{Name: "3_i.sql", SQL: "CREATE INDEX ON fresh (v);\nALTER TABLE fresh ALTER COLUMN v SET NOT NULL;\nUPDATE fresh SET v = '';"}})
+	if len(rep.Findings) != 0 {
+		t.Errorf("table created in the pending set: findings %q", findingKeys(rep))
+	}
+}
+
+// TestOnlineCatalogContext: the catalog proves SET NOT NULL (a validated
+// check, or a column already NOT NULL), gives the current type of a
+// column, and knows a user function is volatile.
+func TestOnlineCatalogContext(t *testing.T) {
+	conn := onlineDB(t, `
+CREATE TABLE a (id bigint PRIMARY KEY, plan text, name varchar(20), done text NOT NULL, other text);
+INSERT INTO a SELECT g, 'p', 'n', 'd', 'o' FROM generate_series(1, 20000) g;
+ALTER TABLE a ADD CONSTRAINT a_plan_nn CHECK (plan IS NOT NULL) NOT VALID;
+ALTER TABLE a VALIDATE CONSTRAINT a_plan_nn;
+ALTER TABLE a ADD CONSTRAINT a_other_nn CHECK (other IS NOT NULL) NOT VALID;
+CREATE FUNCTION next_code() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
+ANALYZE a;`)
+	rep := lintOnline(t, conn, []File{tx(`ALTER TABLE a ALTER COLUMN plan SET NOT NULL;
+ALTER TABLE a ALTER COLUMN done SET NOT NULL;
+ALTER TABLE a ALTER COLUMN name TYPE varchar(40);
+ALTER TABLE a ALTER COLUMN other SET NOT NULL;
+ALTER TABLE a ALTER COLUMN name TYPE int USING 0;
+ALTER TABLE a ADD COLUMN code int DEFAULT next_code();
+DROP INDEX a_pkey;`)})
+	got := findingKeys(rep)
+	want := []string{"2_change.sql:4:set-not-null", "2_change.sql:5:alter-column-type", "2_change.sql:6:add-column-rewrite", "2_change.sql:7:index-concurrently"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("findings %q, want %q", got, want)
+	}
+	if got := severities(rep); slices.Contains(got, "set-not-null:warning") {
+		t.Fatalf("a 20,000-row table counted as small: %q", got)
+	}
+}
