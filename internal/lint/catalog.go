@@ -2,12 +2,15 @@ package lint
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/lockmigrate/lockmigrate/internal/lint/pgparse"
 )
@@ -102,19 +105,35 @@ func regclassText(key string) string {
 	return strings.Join(parts, ".")
 }
 
+// catalogQuery reads what the rules need of each relation the files name.
+// A table never analyzed (reltuples -1) is sized with sizeOf: its size
+// tells an empty table from one of unknown row count.
 const catalogQuery = `
 SELECT k, coalesce(c.relkind IN ('r', 'p', 'm'), false), coalesce(c.relkind = 'i', false),
        CASE WHEN c.reltuples >= 0 THEN c.reltuples
-            WHEN pg_relation_size(c.oid) = 0 THEN 0 ELSE -1 END::float8,
+            WHEN {size}(c.oid) = 0 THEN 0 ELSE -1 END::float8,
        coalesce(t.key, ''),
        CASE WHEN t.reltuples >= 0 THEN t.reltuples
-            WHEN pg_relation_size(t.oid) = 0 THEN 0 ELSE -1 END::float8
+            WHEN {size}(t.oid) = 0 THEN 0 ELSE -1 END::float8
 FROM unnest($1::text[], $2::text[]) AS n(k, reg)
 LEFT JOIN pg_class c ON c.oid = to_regclass(n.reg)
 LEFT JOIN pg_index i ON i.indexrelid = c.oid
 LEFT JOIN LATERAL (SELECT tc.oid, tc.reltuples,
        CASE WHEN ns.nspname = 'public' THEN tc.relname ELSE ns.nspname || '.' || tc.relname END AS key
        FROM pg_class tc JOIN pg_namespace ns ON ns.oid = tc.relnamespace WHERE tc.oid = i.indrelid) t ON true`
+
+// pg_relation_size takes an ACCESS SHARE lock on the table: behind a session
+// that holds it ACCESS EXCLUSIVE (a long migration, a LOCK TABLE) it would
+// stall the gate, and the run, without limit. The catalog is therefore read
+// under sizeLockTimeout; when that runs out, the query is sent again with
+// unknownSize, which counts a never-analyzed table as one of unknown row
+// count, as offline.
+const (
+	sizeLockTimeout = "1s"
+	relationSize    = "pg_relation_size"
+	// unknownSize sizes the oid value itself (4 bytes): never 0, no lock.
+	unknownSize = "pg_column_size"
+)
 
 const columnsQuery = `
 SELECT n.k, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
@@ -125,7 +144,7 @@ JOIN pg_attribute a ON a.attrelid = to_regclass(n.reg) AND a.attnum > 0 AND NOT 
 
 // readCatalog asks the database about every name the files mention: four
 // queries, whatever the number of files.
-func readCatalog(ctx context.Context, db Querier, files []parsedFile) (*catalog, error) {
+func readCatalog(ctx context.Context, db Querier, files []parsedFile) (_ *catalog, err error) {
 	c := &catalog{online: true, tables: map[string]tableInfo{}, indexTable: map[string]string{},
 		columns: map[string]map[string]columnInfo{}, volatile: map[string]bool{}}
 	rels, funcs := names(files)
@@ -133,13 +152,28 @@ func readCatalog(ctx context.Context, db Querier, files []parsedFile) (*catalog,
 	for i, k := range rels {
 		regs[i] = regclassText(k)
 	}
-	rows, err := db.Query(ctx, `SELECT current_setting('server_version_num')::int / 10000`)
+	var saved string
+	rows, err := db.Query(ctx, `SELECT current_setting('server_version_num')::int / 10000, current_setting('lock_timeout'),
+	       set_config('lock_timeout', $1, false)`, sizeLockTimeout)
 	if err != nil {
 		return nil, err
 	}
-	if _, err = pgx.ForEachRow(rows, []any{&c.version}, func() error { return nil }); err != nil {
+	if _, err = pgx.ForEachRow(rows, []any{&c.version, &saved, nil}, func() error { return nil }); err != nil {
 		return nil, err
 	}
+	defer func() {
+		// The session's own setting back, even after a cancellation.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		rows, rerr := db.Query(rctx, `SELECT set_config('lock_timeout', $1, false)`, saved)
+		if rerr == nil {
+			rows.Close()
+			rerr = rows.Err()
+		}
+		if err == nil && rerr != nil {
+			err = rerr
+		}
+	}()
 	if err := c.readFuncs(ctx, db, funcs); err != nil {
 		return nil, err
 	}
@@ -160,16 +194,32 @@ func (c *catalog) readFuncs(ctx context.Context, db Querier, funcs []string) err
 }
 
 func (c *catalog) readTables(ctx context.Context, db Querier, rels, regs []string) error {
-	rows, err := db.Query(ctx, catalogQuery, rels, regs)
-	if err != nil {
-		return err
+	rows, err := db.Query(ctx, strings.ReplaceAll(catalogQuery, "{size}", relationSize), rels, regs)
+	if err == nil {
+		err = c.scanTables(rows)
 	}
+	if isLockTimeout(err) {
+		rows, err = db.Query(ctx, strings.ReplaceAll(catalogQuery, "{size}", unknownSize), rels, regs)
+		if err == nil {
+			err = c.scanTables(rows)
+		}
+	}
+	return err
+}
+
+// isLockTimeout reports a lock_timeout (SQLSTATE 55P03).
+func isLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+func (c *catalog) scanTables(rows pgx.Rows) error {
 	var (
 		key, table       string
 		isTable, isIndex bool
 		rows1, tableRows *float64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&key, &isTable, &isIndex, &rows1, &table, &tableRows}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&key, &isTable, &isIndex, &rows1, &table, &tableRows}, func() error {
 		if isTable {
 			c.tables[key] = tableInfo{exists: true, rows: deref(rows1)}
 		}

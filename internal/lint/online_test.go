@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -104,5 +105,43 @@ DROP INDEX a_pkey;`)})
 	}
 	if got := severities(rep); slices.Contains(got, "set-not-null:warning") {
 		t.Fatalf("a 20,000-row table counted as small: %q", got)
+	}
+}
+
+// TestOnlineTableLockedExclusive: a never-analyzed table held ACCESS
+// EXCLUSIVE by another session cannot be sized (pg_relation_size waits for
+// its lock); the lint does not wait for it past sizeLockTimeout, counts the
+// table as of unknown size, and leaves the session's lock_timeout as it was.
+func TestOnlineTableLockedExclusive(t *testing.T) {
+	ctx := context.Background()
+	conn := onlineDB(t, `CREATE TABLE hot (id int); CREATE TABLE empty_one (id int); SET lock_timeout = '7s';`)
+	holder := pgtest.Connect(t, conn.Config().ConnString())
+	lockTx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lockTx.Rollback(ctx)
+	if _, err := lockTx.Exec(ctx, `LOCK TABLE hot IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rep := lintOnline(t, conn, []File{tx("CREATE INDEX ON hot (id);\nCREATE INDEX ON empty_one (id);")})
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("lint waited %v for the locked table", took)
+	}
+	// hot: unknown size, so the index is an error as on a big table; the
+	// empty table beside it could not be sized either (one query).
+	if got := severities(rep); !slices.Equal(got, []string{"index-concurrently:error", "index-concurrently:error"}) {
+		t.Fatalf("findings %q", got)
+	}
+	var lt string
+	if err := conn.QueryRow(ctx, `SHOW lock_timeout`).Scan(&lt); err != nil || lt != "7s" {
+		t.Fatalf("lock_timeout after lint = %q, %v; want the session's 7s", lt, err)
+	}
+	// Unlocked, the empty table is sized and only warns.
+	lockTx.Rollback(ctx)
+	rep = lintOnline(t, conn, []File{tx("CREATE INDEX ON empty_one (id);")})
+	if got := severities(rep); !slices.Equal(got, []string{"index-concurrently:warning"}) {
+		t.Fatalf("unlocked: findings %q", got)
 	}
 }
