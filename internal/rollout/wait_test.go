@@ -157,7 +157,10 @@ func TestWaitFinalErrors(t *testing.T) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stop := errors.New("SIGTERM")
 	s.Workload("deployments", "web", "deployment-rolling.json", webSelector, "pods-rolling.json")
-	go func() { look(t, s, "/apis/apps/v1/namespaces/shop/deployments/web deployment-rolling.json", 2); cancel(stop) }()
+	go func() {
+		look(t, s, "/apis/apps/v1/namespaces/shop/deployments/web deployment-rolling.json", 2)
+		cancel(stop)
+	}()
 	if _, err := (rollout.Waiter{Client: c, Timeout: time.Minute, Poll: 10 * time.Millisecond,
 		Workloads: []rollout.Workload{{Kind: "deployment", Name: "web"}}}).Wait(ctx); !errors.Is(err, stop) {
 		t.Fatalf("cancelled: %v", err)
