@@ -68,6 +68,12 @@ func newOptions(cfg *config.Config, runID uuid.UUID, log *slog.Logger) (options,
 		AppliedBy:        o.podName,
 		RunID:            runID,
 		Logger:           log,
+
+		Phase:                    runner.Phase(cfg.Phase),
+		BeforeLock:               rolloutGate(cfg, log),
+		BackfillSleep:            cfg.BackfillSleep,
+		BackfillMaxLag:           cfg.BackfillMaxLag,
+		BackfillProgressInterval: cfg.BackfillProgress,
 	}
 	shard := fleet.Shard{Index: cfg.ShardIndex, Count: cfg.Shards}
 	o.fleet = fleet.Options{Runner: o.runner, Query: cfg.TenantsQuery, Concurrency: cfg.TenantConcurrency,

@@ -18,7 +18,9 @@ func TestDefaults(t *testing.T) {
 		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
-		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1, Libpq: map[string]string{}}
+		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1, Libpq: map[string]string{},
+		Phase: "all", ContractWaitTimeout: 5 * time.Minute, ServiceAccountDir: "/var/run/secrets/kubernetes.io/serviceaccount",
+		BackfillProgress: 10 * time.Second}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}
