@@ -331,6 +331,12 @@ func TestChartSchemaRejectsTypos(t *testing.T) {
 		{"tenants.concurrency=257", "concurrency"},
 		{"tenants.shards=0", "shards"},
 		{"tenants.failFast=maybe", "failFast"},
+		{"contract.waitfor={deployment/web}", "waitfor"},
+		{"contract.waitFor={daemonset/agent}", "waitFor"},
+		{"contract.waitFor={deployment/Web}", "waitFor"},
+		{"contract.waitTimeout=soon", "waitTimeout"},
+		{"contract.rbac.enabled=true", "enabled"},
+		{"config.backfillSleep=a while", "backfillSleep"},
 	} {
 		t.Run(c.set, func(t *testing.T) {
 			t.Parallel()
