@@ -3,10 +3,12 @@ package runner_test
 import (
 	"context"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -164,4 +166,52 @@ func TestBeforeLockError(t *testing.T) {
 	if !errors.Is(err, boom) || refuse.calls.Load() != 0 {
 		t.Fatalf("%v, lock calls %d", err, refuse.calls.Load())
 	}
+}
+
+// TestExpandContractExample applies examples/expand-contract as a rollout
+// does: the expand phase (11 contending runs), then writes of the old
+// application version (which knows only email), then the contract phase
+// (11 contending runs: the backfill and the swap). Every row ends with its
+// normalised address in the NOT NULL column email, the trigger is gone, and
+// the backfill's batches and rows are in the history.
+func TestExpandContractExample(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Shared().NewDB(t)
+	migs, err := runner.Load(os.DirFS("../examples/expand-contract"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := runner.Options{LockTimeout: 2 * time.Second, LockRetries: 3}
+	opts.Phase = runner.PhaseExpand
+	contend(t, url, migs, 11, opts)
+	conn := connect(t, url)
+	if got := columns(t, conn, "users"); got != "id,email,created_at,email_new" {
+		t.Fatalf("after expand: users(%s)", got)
+	}
+	// The old version, still serving during the rollout, writes email only.
+	if _, err := conn.Exec(ctx, `INSERT INTO users (email) SELECT 'Late' || g || '@Example.COM' FROM generate_series(1, 100) g;
+UPDATE users SET email = 'Changed@Example.COM' WHERE id = 7`); err != nil {
+		t.Fatal(err)
+	}
+	opts.Phase = runner.PhaseContract
+	contend(t, url, migs, 11, opts)
+	if got := columns(t, conn, "users"); got != "id,created_at,email" {
+		t.Fatalf("after contract: users(%s)", got)
+	}
+	for q, want := range map[string]int{
+		`SELECT count(*) FROM users`: 20100,
+		`SELECT count(*) FROM users WHERE email <> lower(email) OR email IS NULL`:                           0,
+		`SELECT count(*) FROM users WHERE email = 'changed@example.com' AND id = 7`:                         1,
+		`SELECT count(*) FROM users WHERE email = 'user20000@example.com'`:                                  1,
+		`SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND is_nullable = 'NO'`: 3,
+		`SELECT count(*) FROM pg_trigger WHERE tgname = 'users_email_new_sync'`:                             0,
+		`SELECT count(*) FROM pg_proc WHERE proname = 'users_email_new_sync'`:                               0,
+		`SELECT statements_done FROM lockmigrate_history WHERE version = 3 AND state = 'applied'`:           20,
+		`SELECT rows_done::int FROM lockmigrate_history WHERE version = 3`:                                  19999, // row 7 was filled by the trigger when the old version changed it
+	} {
+		if n := pgtest.QueryInt(t, conn, q); n != want {
+			t.Errorf("%s = %d, want %d", q, n, want)
+		}
+	}
+	pgtest.AssertNoAdvisoryLocks(t, conn)
 }
