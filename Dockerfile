@@ -79,10 +79,14 @@ RUN set -eu; \
     rm -rf /tmp/migrations
 
 ARG VERSION
+# FORMAT is the LOCKMIGRATE_FORMAT the image's set is validated with (auto:
+# detected per file); a set that needs a forced format needs the same value
+# at run time.
+ARG FORMAT=auto
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/lockmigrate . \
-    && env -i /out/lockmigrate validate
+    && env -i LOCKMIGRATE_FORMAT="${FORMAT}" /out/lockmigrate validate
 
 # ---------------------------------------------------------------------------
 FROM scratch

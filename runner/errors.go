@@ -25,6 +25,15 @@ const (
 	// ROLLBACK or the like, which would end the transaction lockmigrate
 	// wraps it in and commit the file apart from its history row.
 	KindTransactionControl ValidationKind = "transaction_control"
+	// KindFormat: a file that its format's own tool would read differently
+	// from how it would run (goose ENVSUB, tern templates, annotations the
+	// tool refuses), or a set mixing formats.
+	KindFormat ValidationKind = "format"
+	// KindDownSection: a down marker of goose, dbmate or tern in the part
+	// of a file that would run.
+	KindDownSection ValidationKind = "down_section"
+	// KindNoMigrations: the set holds no migration at all.
+	KindNoMigrations ValidationKind = "no_migrations"
 )
 
 // ValidationError reports a migration set that is broken in itself or that

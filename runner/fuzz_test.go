@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/lockmigrate/lockmigrate/runner/internal/format"
 )
 
 // FuzzLoad feeds Load migration sets of up to three files with arbitrary
@@ -28,6 +30,9 @@ func FuzzLoad(f *testing.F) {
 	f.Add("1_b.sql", []byte("-- backfill\n-- lockmigrate:backfill sleep=1ms max_batches=3\n\n-- lockmigrate:phase contract\nUPDATE t SET a = 1 WHERE id IN (SELECT id FROM t WHERE a IS NULL LIMIT 10);\n"),
 		"2_c.sql", []byte("-- lockmigrate:phase contract\nSELECT 1;\n-- lockmigrate:no-transaction\n"), "3_d.sql", []byte("-- lockmigrate:backfill max_rows=0\nUPDATE t SET a = 1"))
 	f.Add("9223372036854775807_max.sql", []byte("\xef\xbb\xbf-- lockmigrate:no-transaction\r\nSELECT 1;"), "1_.up.sql", []byte("\xff\xfe"), "1_x.SQL", []byte("SELECT 1"))
+	f.Add("00001_goose.sql", []byte("-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE a;\n"),
+		"20240101000000_dbmate.sql", []byte("-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON a (id);\n-- migrate:down\n"),
+		"3_tern.sql", []byte("SELECT 1;\n---- create above / drop below ----\nSELECT 2;\n"))
 	f.Fuzz(func(t *testing.T, n1 string, d1 []byte, n2 string, d2 []byte, n3 string, d3 []byte) {
 		fsys := fstest.MapFS{}
 		for _, file := range []struct {
@@ -66,17 +71,27 @@ func FuzzLoad(f *testing.F) {
 			if m.Name == "" || !strings.HasSuffix(m.File, ".sql") || strings.HasSuffix(m.File, ".down.sql") {
 				t.Fatalf("bad migration %+v", m)
 			}
-			sum := sha256.Sum256(file.Data)
+			// The part that runs: the whole file in lockmigrate's format
+			// (and golang-migrate's), the up section of the others.
+			sec, err := format.Parse(m.File, file.Data, format.Auto)
+			if err != nil || Format(sec.Format) != m.Format {
+				t.Fatalf("%s: loaded as %s, but the format parser says %+v, %v", m.File, m.Format, sec, err)
+			}
+			up := sec.Up
+			if m.Format == FormatLockmigrate || m.Format == FormatGolangMigrate {
+				up = file.Data
+			}
+			sum := sha256.Sum256(up)
 			if m.Checksum != hex.EncodeToString(sum[:]) {
-				t.Fatalf("%s: checksum %s is not the SHA-256 of the file", m.File, m.Checksum)
+				t.Fatalf("%s: checksum %s is not the SHA-256 of the part that runs", m.File, m.Checksum)
 			}
-			if m.SQL != strings.TrimPrefix(string(file.Data), "\ufeff") {
-				t.Fatalf("%s: SQL differs from the file without its BOM", m.File)
+			if m.SQL != strings.TrimPrefix(string(up), "\ufeff") {
+				t.Fatalf("%s: SQL differs from the part that runs without its BOM", m.File)
 			}
-			if want := leadingDirective(file.Data, NoTransactionDirective) || leadingDirective(file.Data, BackfillDirective); m.NoTransaction != want {
+			if want := leadingDirective(up, NoTransactionDirective) || leadingDirective(up, BackfillDirective) || sec.NoTransaction; m.NoTransaction != want {
 				t.Fatalf("%s: NoTransaction = %v, want %v", m.File, m.NoTransaction, want)
 			}
-			if want := leadingDirective(file.Data, PhaseDirective); (m.Phase == PhaseContract) != want {
+			if want := leadingDirective(up, PhaseDirective); (m.Phase == PhaseContract) != want {
 				t.Fatalf("%s: Phase = %q, contract directive %v", m.File, m.Phase, want)
 			}
 			if !m.NoTransaction && m.statements != nil {

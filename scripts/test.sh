@@ -36,6 +36,9 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+# dbmate, one of the peer migrators of the adopt and drop-in tests, comes
+# from npm (scripts/peers.sh).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 cc=$(go env CC)
 command -v "${cc%% *}" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -66,9 +69,10 @@ for arg in "$@"; do
 	esac
 done
 
-# The adopt tests migrate databases with the real goose, golang-migrate and
-# tern, built once with go install at the benchmark's pinned versions and
-# cached; installed here so the time shows as its own step. Without network
+# The adopt and drop-in tests migrate databases with the real goose,
+# golang-migrate, tern (built once with go install at the benchmark's pinned
+# versions) and dbmate (npm), cached; installed here so the time shows as its
+# own step. Without network
 # the tests skip them, unless LOCKMIGRATE_REQUIRE_PEERS=1 (CI) fails them.
 if [ "$#" -eq 0 ]; then
 	step "peer migrators for the adopt tests (scripts/peers.sh, cached)"
@@ -108,6 +112,10 @@ if [ "$FUZZTIME" != 0 ] && [ "$#" -eq 0 ]; then
 		step "${cmd[*]}"
 		"${cmd[@]}"
 	done
+	# The per-format section parser: goose, dbmate, tern markers (issue 14).
+	cmd=(go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s -fuzzminimizetime 100x ./runner/internal/format/)
+	step "${cmd[*]}"
+	"${cmd[@]}"
 fi
 
 # Kubernetes packaging (helm/, deploy/): the nested module test/k8s, which

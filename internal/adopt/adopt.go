@@ -1,5 +1,5 @@
 // Package adopt reads the version table of another migrator (golang-migrate,
-// goose, tern) and says which of lockmigrate's migrations that tool already
+// goose, tern, dbmate) and says which of lockmigrate's migrations that tool already
 // applied, so they can be recorded as a baseline instead of being run again.
 // It only reads; writing the baseline is the runner's job, under its lock.
 package adopt
@@ -25,10 +25,11 @@ const (
 	GolangMigrate Tool = "golang-migrate"
 	Goose         Tool = "goose"
 	Tern          Tool = "tern"
+	Dbmate        Tool = "dbmate"
 )
 
 // Tools lists the supported tools, in the order help text shows them.
-var Tools = []Tool{GolangMigrate, Goose, Tern}
+var Tools = []Tool{GolangMigrate, Goose, Tern, Dbmate}
 
 // Querier is the part of *pgx.Conn Read needs.
 type Querier interface {
@@ -48,11 +49,13 @@ type Source struct {
 
 // defaults are each tool's own defaults: golang-migrate's postgres driver
 // (x-migrations-table, in current_schema()), goose's TableName() (unqualified),
-// tern's version_table (public.schema_version).
+// tern's version_table (public.schema_version), dbmate's --migrations-table
+// (unqualified: the first schema of the search path).
 var defaults = map[Tool]struct{ schema, table string }{
 	GolangMigrate: {"", "schema_migrations"},
 	Goose:         {"", "goose_db_version"},
 	Tern:          {"public", "schema_version"},
+	Dbmate:        {"", "schema_migrations"},
 }
 
 // WithDefaults fills in the tool's default schema and table.
@@ -89,7 +92,7 @@ const (
 	KindDirty          Kind = "dirty"           // golang-migrate: the last migration failed part-way
 	KindRowCount       Kind = "row_count"       // a one-row table with another count
 	KindUnknownVersion Kind = "unknown_version" // the tool applied a version that is no file of the set
-	KindGap            Kind = "gap"             // goose: a file of the set below its version was never applied
+	KindGap            Kind = "gap"             // goose, dbmate: a file of the set below its version was never applied
 	KindWrongColumns   Kind = "wrong_columns"   // the table exists but is not that tool's version table
 )
 
@@ -146,6 +149,7 @@ var readers = map[Tool]reader{
 	GolangMigrate: readGolangMigrate,
 	Goose:         readGoose,
 	Tern:          readTern,
+	Dbmate:        readDbmate,
 }
 
 func toolList() string {
@@ -208,7 +212,7 @@ func readGolangMigrate(ctx context.Context, q Querier, res *Result, set []int64,
 	}
 	rows, err := q.Query(ctx, `SELECT version, dirty FROM `+res.Table)
 	if err != nil {
-		return queryErr(res, err)
+		return dbmateHint(ctx, q, queryErr(res, err))
 	}
 	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 		var x row
@@ -216,7 +220,7 @@ func readGolangMigrate(ctx context.Context, q Querier, res *Result, set []int64,
 		return x, err
 	})
 	if err != nil {
-		return queryErr(res, err)
+		return dbmateHint(ctx, q, queryErr(res, err))
 	}
 	switch {
 	case len(got) == 0:
@@ -259,6 +263,15 @@ SELECT DISTINCT ON (version_id) version_id, is_applied
 	if err != nil {
 		return queryErr(res, err)
 	}
+	return applySet(res, set, applied, "applied out of order, or migrated down and up", fail)
+}
+
+// applySet records applied, the ascending versions a tool that keeps a set
+// of applied versions (goose, dbmate) applied, as res's baseline: each must
+// be a file of set, and every file of set up to the highest must be among
+// them, because nobody knows whether the effects of a file in a gap are in
+// the database. why says how the tool can leave a gap.
+func applySet(res *Result, set, applied []int64, why string, fail func(Kind, string, ...any) error) error {
 	if len(applied) == 0 {
 		return nil
 	}
@@ -269,8 +282,8 @@ SELECT DISTINCT ON (version_id) version_id, is_applied
 		}
 	}
 	if len(unknown) > 0 {
-		return fail(KindUnknownVersion, "goose applied version(s) %s, which are no files of this migration set "+
-			"(the sets must have the same versions)", listfmt.Versions(unknown))
+		return fail(KindUnknownVersion, "%s applied version(s) %s, which are no files of this migration set "+
+			"(the sets must have the same versions)", res.Tool, listfmt.Versions(unknown))
 	}
 	res.Version = applied[len(applied)-1]
 	for _, v := range upTo(set, res.Version) {
@@ -279,9 +292,9 @@ SELECT DISTINCT ON (version_id) version_id, is_applied
 		}
 	}
 	if len(gaps) > 0 {
-		return fail(KindGap, "goose is at version %d but never applied version(s) %s of this set (applied out of order, "+
-			"or migrated down and up); apply or remove them with goose first, so that every file up to %d is applied",
-			res.Version, listfmt.Versions(gaps), res.Version)
+		return fail(KindGap, "%s is at version %d but never applied version(s) %s of this set (%s); "+
+			"apply or remove them with %s first, so that every file up to %d is applied",
+			res.Tool, res.Version, listfmt.Versions(gaps), why, res.Tool, res.Version)
 	}
 	res.Versions = applied
 	return nil

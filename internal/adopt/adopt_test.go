@@ -24,7 +24,8 @@ const (
 	golangMigrateDDL = `CREATE TABLE IF NOT EXISTS %[1]s (version bigint not null primary key, dirty boolean not null)`
 	gooseDDL         = `CREATE TABLE %[1]s (id serial NOT NULL, version_id bigint NOT NULL, is_applied boolean NOT NULL,
 		tstamp timestamp NULL default now(), PRIMARY KEY(id)); INSERT INTO %[1]s (version_id, is_applied) VALUES (0, true)`
-	ternDDL = `CREATE TABLE %[1]s (version int4 not null)`
+	ternDDL   = `CREATE TABLE %[1]s (version int4 not null)`
+	dbmateDDL = `CREATE TABLE IF NOT EXISTS %[1]s (version varchar primary key)`
 )
 
 func TestRead(t *testing.T) {
@@ -89,6 +90,29 @@ func TestRead(t *testing.T) {
 			msg: `"public"."schema_version" (missing_table): tern's version table not found in schema public`},
 		{name: "tern wrong columns", src: adopt.Source{Tool: adopt.Tern}, setup: `CREATE TABLE %[1]s (v int)`,
 			kind: adopt.KindWrongColumns},
+
+		{name: "dbmate at 3", src: adopt.Source{Tool: adopt.Dbmate},
+			setup: dbmateDDL + `; INSERT INTO %[1]s VALUES ('3'), ('1'), ('002')`, want: []int64{1, 2, 3}, ver: 3},
+		{name: "dbmate empty: nothing applied", src: adopt.Source{Tool: adopt.Dbmate}, setup: dbmateDDL},
+		{name: "dbmate gap", src: adopt.Source{Tool: adopt.Dbmate}, setup: dbmateDDL + `; INSERT INTO %[1]s VALUES ('1'), ('3')`,
+			kind: adopt.KindGap, msg: "dbmate is at version 3 but never applied version(s) 2"},
+		{name: "dbmate unknown version", src: adopt.Source{Tool: adopt.Dbmate}, setup: dbmateDDL + `; INSERT INTO %[1]s VALUES ('1'), ('20240101000000')`,
+			kind: adopt.KindUnknownVersion, msg: "dbmate applied version(s) 20240101000000"},
+		{name: "dbmate version not a number", src: adopt.Source{Tool: adopt.Dbmate}, setup: dbmateDDL + `; INSERT INTO %[1]s VALUES ('1a')`,
+			kind: adopt.KindUnknownVersion, msg: `"1a"`},
+		{name: "dbmate version spelled twice", src: adopt.Source{Tool: adopt.Dbmate}, setup: dbmateDDL + `; INSERT INTO %[1]s VALUES ('1'), ('01')`,
+			kind: adopt.KindUnknownVersion, msg: "two spellings"},
+		{name: "dbmate --migrations-table in a schema", src: adopt.Source{Tool: adopt.Dbmate, Schema: "ops", Table: "dbmate_versions"},
+			table: "ops.dbmate_versions", setup: `CREATE SCHEMA ops; ` + dbmateDDL + `; INSERT INTO %[1]s VALUES ('1'), ('2')`,
+			want: []int64{1, 2}, ver: 2},
+		{name: "dbmate missing", src: adopt.Source{Tool: adopt.Dbmate}, kind: adopt.KindMissingTable,
+			msg: `"schema_migrations" (missing_table): dbmate's version table not found in the search path`},
+		{name: "dbmate on golang-migrate's table", src: adopt.Source{Tool: adopt.Dbmate},
+			setup: golangMigrateDDL + `; INSERT INTO %[1]s VALUES (3, false)`, kind: adopt.KindWrongColumns, msg: "lockmigrate adopt golang-migrate"},
+		{name: "golang-migrate on dbmate's table", src: adopt.Source{Tool: adopt.GolangMigrate},
+			setup: dbmateDDL + `; INSERT INTO %[1]s VALUES ('3')`, kind: adopt.KindWrongColumns, msg: "lockmigrate adopt dbmate"},
+		{name: "dbmate on another table", src: adopt.Source{Tool: adopt.Dbmate}, setup: `CREATE TABLE %[1]s (version text, note text)`,
+			kind: adopt.KindWrongColumns, msg: "not dbmate's version table"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,7 +151,7 @@ func TestRead(t *testing.T) {
 
 func TestReadUnknownTool(t *testing.T) {
 	if _, err := adopt.Read(context.Background(), nil, adopt.Source{Tool: "flyway"}, nil); err == nil ||
-		!strings.Contains(err.Error(), "golang-migrate, goose, tern") {
+		!strings.Contains(err.Error(), "golang-migrate, goose, tern, dbmate") {
 		t.Fatalf("Read(flyway) = %v", err)
 	}
 }

@@ -102,13 +102,19 @@ func (a *app) loadMigrations(ctx context.Context) error {
 		fsys, source = dirfs.New(dir), dir
 	}
 	var err error
-	if a.migs, err = runner.Load(fsys); err != nil {
+	if a.migs, err = runner.LoadFormat(fsys, runner.Format(a.cfg.Format)); err != nil {
 		return a.setupFailed(ctx, "invalid migration set ("+source+")", err)
 	}
 	if len(a.migs) == 0 {
-		// Not an error (a new service may have none yet), but an unmounted
-		// ConfigMap or upper-case .SQL names look exactly like this.
-		a.log.Warn("no migrations found: only top-level <version>_<name>.sql files count", "source", source)
+		// An unmounted ConfigMap, a wrong path or upper-case .SQL names look
+		// exactly like this: an init container that let the application
+		// start against an unmigrated database would hide it.
+		where := source
+		if a.cfg.Dir == "" {
+			where = "the embedded set"
+		}
+		return a.setupFailed(ctx, "invalid migration set ("+source+")", &runner.ValidationError{Kind: runner.KindNoMigrations,
+			Detail: "no migrations found in " + where + ": only top-level <version>_<name>.sql files count (.down.sql files are ignored)"})
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func runAdopt(ctx context.Context, a *app, args []string) int {
 func parseAdopt(a *app, args []string) (adopt.Source, bool) {
 	fl := flag.NewFlagSet("adopt", flag.ContinueOnError)
 	fl.SetOutput(a.stderr)
-	table := fl.String("table", "", "the tool's version table (default: schema_migrations, goose_db_version, schema_version)")
+	table := fl.String("table", "", "the tool's version table (default: schema_migrations for golang-migrate and dbmate, goose_db_version, schema_version)")
 	schema := fl.String("schema", "", "schema of that table (default: the search path; public for tern)")
 	var tool string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {

@@ -1,89 +1,35 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 	"github.com/lockmigrate/lockmigrate/lock"
 )
 
-// The adopt tests migrate real databases with the real peer tools, built
-// with `go install` at the versions the benchmark pins (scripts/peers.sh),
-// into the benchmark's cache directory.
-var (
-	peersOnce sync.Once
-	peerBins  map[string]string
-	peersErr  error
-	peersSkip bool
-)
-
-// peers returns the paths of the goose, migrate and tern binaries. Without
-// network (go install cannot reach the module proxy) the test is skipped,
-// unless LOCKMIGRATE_REQUIRE_PEERS is set (CI), where it fails.
+// The adopt tests migrate real databases with the real peer tools, installed
+// at the versions the benchmark pins (scripts/peers.sh, through
+// bintest.Peers): without network they are skipped, unless
+// LOCKMIGRATE_REQUIRE_PEERS is set (CI), where they fail.
 func peers(t *testing.T) map[string]string {
 	t.Helper()
-	peersOnce.Do(func() {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			peersErr = err
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "bash", "../../scripts/peers.sh", filepath.Join(cache, "lockmigrate-bench", "bin"))
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err = cmd.Run()
-		var exit *exec.ExitError
-		if errors.As(err, &exit) && exit.ExitCode() == 75 {
-			peersSkip = true
-		}
-		if err != nil {
-			peersErr = fmt.Errorf("scripts/peers.sh: %w\n%s", err, stderr.String())
-			return
-		}
-		peerBins = map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-			name, path, _ := strings.Cut(line, " ")
-			peerBins[name] = path
-		}
-	})
-	if peersErr != nil {
-		if peersSkip && os.Getenv("LOCKMIGRATE_REQUIRE_PEERS") == "" {
-			t.Skipf("peer tools unavailable without network (set LOCKMIGRATE_REQUIRE_PEERS=1 to fail instead): %v", peersErr)
-		}
-		t.Fatal(peersErr)
-	}
-	for _, name := range []string{"goose", "migrate", "tern"} {
-		if peerBins[name] == "" {
-			t.Fatalf("scripts/peers.sh did not report %s: %v", name, peerBins)
-		}
-	}
-	return peerBins
+	return bintest.Peers(t)
 }
 
 // peer runs a peer tool and returns its combined output and error.
 func peer(t *testing.T, bin string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	return string(out), err
+	return bintest.RunPeer(t, bin, args...)
 }
 
 // body is migration i's SQL, the same for every tool: a plain CREATE TABLE
@@ -94,7 +40,7 @@ func body(i int) string {
 }
 
 // toolSet writes versions of the set in the layout of tool ("lockmigrate",
-// "goose", "migrate", "tern") and returns the directory. fail makes that
+// "goose", "migrate", "tern", "dbmate") and returns the directory. fail makes that
 // version's SQL fail after its CREATE TABLE.
 func toolSet(t *testing.T, tool string, versions []int, fail int) string {
 	t.Helper()
@@ -114,6 +60,8 @@ func toolSet(t *testing.T, tool string, versions []int, fail int) string {
 			files[fmt.Sprintf("%d_t%d.down.sql", i, i)] = down
 		case "tern":
 			files[fmt.Sprintf("%03d_t%d.sql", i, i)] = up + "---- create above / drop below ----\n" + down
+		case "dbmate":
+			files[fmt.Sprintf("%d_t%d.sql", i, i)] = "-- migrate:up\n" + up + "-- migrate:down\n" + down
 		}
 	}
 	return bintest.WriteDir(t, files)
@@ -130,9 +78,36 @@ func migrateTo(t *testing.T, tool, url, dir string, k int) (string, error) {
 		return peer(t, bins["migrate"], "-path", dir, "-database", url, "up", fmt.Sprint(k))
 	case "tern":
 		return peer(t, bins["tern"], "migrate", "--conn-string", url, "--migrations", dir, "--destination", fmt.Sprint(k))
+	case "dbmate":
+		// dbmate has no "up to version": it is given a directory of the
+		// files up to k.
+		return peer(t, bins["dbmate"], "--url", url, "--migrations-dir", upToDir(t, dir, k), "--no-dump-schema", "migrate")
 	}
 	t.Fatalf("unknown tool %s", tool)
 	return "", nil
+}
+
+// upToDir copies the files of dir whose version is at most k into a new
+// directory.
+func upToDir(t *testing.T, dir string, k int) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, e := range entries {
+		var v int
+		if _, err := fmt.Sscanf(e.Name(), "%d_", &v); err != nil || v > k {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[e.Name()] = string(b)
+	}
+	return bintest.WriteDir(t, files)
 }
 
 // peerDB is a fresh database with the applied_log table every set writes to.
@@ -181,6 +156,7 @@ func TestAdopt(t *testing.T) {
 		{"golang-migrate", "migrate", `"public"."schema_migrations"`},
 		{"goose", "goose", `"public"."goose_db_version"`},
 		{"tern", "tern", `"public"."schema_version"`},
+		{"dbmate", "dbmate", `"public"."schema_migrations"`},
 	} {
 		t.Run(tool.name, func(t *testing.T) {
 			url, conn := peerDB(t)
@@ -284,6 +260,31 @@ func TestAdoptRefusals(t *testing.T) {
 		noHistory(t, conn)
 	})
 
+	t.Run("dbmate gap", func(t *testing.T) {
+		url, conn := peerDB(t)
+		// dbmate applied 1 and 3 (its directory had no 2); our set has 2.
+		if out, err := migrateTo(t, "dbmate", url, toolSet(t, "dbmate", []int{1, 3}, 0), 3); err != nil {
+			t.Fatalf("dbmate: %v\n%s", err, out)
+		}
+		r := runIn(t, ctx, bintest.With(baseEnv(url), "LOCKMIGRATE_DIR", toolSet(t, "dbmate", all, 0)), "adopt", "dbmate")
+		if r.Code != exitValidation || !strings.Contains(r.Stderr, "(gap)") || !strings.Contains(r.Stderr, "dbmate is at version 3 but never applied version(s) 2") {
+			t.Fatalf("exit %d\n%s", r.Code, r.Stderr)
+		}
+		noHistory(t, conn)
+	})
+
+	t.Run("dbmate on golang-migrate's table", func(t *testing.T) {
+		url, conn := peerDB(t)
+		if out, err := migrateTo(t, "migrate", url, toolSet(t, "migrate", all, 0), 2); err != nil {
+			t.Fatalf("migrate: %v\n%s", err, out)
+		}
+		r := runIn(t, ctx, bintest.With(baseEnv(url), "LOCKMIGRATE_DIR", toolSet(t, "migrate", all, 0)), "adopt", "dbmate")
+		if r.Code != exitValidation || !strings.Contains(r.Stderr, "wrong_columns") || !strings.Contains(r.Stderr, "lockmigrate adopt golang-migrate") {
+			t.Fatalf("exit %d\n%s", r.Code, r.Stderr)
+		}
+		noHistory(t, conn)
+	})
+
 	t.Run("tern version not in the set", func(t *testing.T) {
 		url, conn := peerDB(t)
 		if out, err := migrateTo(t, "tern", url, toolSet(t, "tern", all, 0), 5); err != nil {
@@ -300,6 +301,7 @@ func TestAdoptRefusals(t *testing.T) {
 		{"golang-migrate", "", `schema_migrations\" (missing_table): golang-migrate's version table not found in the search path`},
 		{"goose", "", `goose_db_version\" (missing_table): goose's version table not found in the search path`},
 		{"tern", "", `schema_version\" (missing_table): tern's version table not found in schema public`},
+		{"dbmate", "", `schema_migrations\" (missing_table): dbmate's version table not found in the search path`},
 		{"goose", "--schema=ops --table=goose_versions", `goose_versions\" (missing_table): goose's version table not found in schema ops`},
 	} {
 		t.Run("missing table "+tt.tool+" "+tt.args, func(t *testing.T) {

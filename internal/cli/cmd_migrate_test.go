@@ -11,9 +11,8 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
-	"github.com/lockmigrate/lockmigrate/lock"
-
 	"github.com/lockmigrate/lockmigrate/internal/pushtest"
+	"github.com/lockmigrate/lockmigrate/lock"
 )
 
 // tenantMigrations are five migrations written against the search_path;

@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockmigrate/lockmigrate/internal/bintest"
-	"github.com/lockmigrate/lockmigrate/internal/pgtest"
-
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 	"github.com/lockmigrate/lockmigrate/lock"
 )
 

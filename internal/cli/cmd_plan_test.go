@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 	"github.com/lockmigrate/lockmigrate/lock"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // TestPlanBaseline: with LOCKMIGRATE_BASELINE_VERSION, plan lists the files

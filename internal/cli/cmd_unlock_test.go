@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 	"github.com/lockmigrate/lockmigrate/lock"
 )

@@ -12,8 +12,8 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/metrics"
 	"github.com/lockmigrate/lockmigrate/lock"
-	"github.com/lockmigrate/lockmigrate/metrics"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/metrics"
 	"github.com/lockmigrate/lockmigrate/lock"
-	"github.com/lockmigrate/lockmigrate/metrics"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
@@ -85,7 +85,7 @@ func (a *app) finish(ctx context.Context, r report) int {
 // push ignores the run's cancellation, so a run stopped by SIGTERM still
 // reports, within the push timeout.
 func (a *app) push(ctx context.Context, run metrics.Run) bool {
-	if err := a.opts.pusher.Push(context.WithoutCancel(ctx), run.Families()); err != nil {
+	if err := a.opts.pusher.Push(context.WithoutCancel(ctx), run); err != nil {
 		a.log.LogAttrs(ctx, slog.LevelWarn, "metrics push failed; the run's result is unaffected",
 			slog.String("error", err.Error()), slog.Duration("timeout", a.cfg.PushgatewayTimeout))
 		return false

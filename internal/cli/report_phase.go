@@ -3,7 +3,7 @@ package cli
 import (
 	"log/slog"
 
-	"github.com/lockmigrate/lockmigrate/metrics"
+	"github.com/lockmigrate/lockmigrate/internal/metrics"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 

@@ -19,7 +19,6 @@ import (
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
-
 	"github.com/lockmigrate/lockmigrate/internal/pushtest"
 	"github.com/lockmigrate/lockmigrate/lock"
 )

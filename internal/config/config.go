@@ -38,6 +38,7 @@ type Config struct {
 	Schema         string        `env:"LOCKMIGRATE_SCHEMA" envDefault:"public" help:"schema of the history table (created if missing)"`
 	Table          string        `env:"LOCKMIGRATE_TABLE" envDefault:"lockmigrate_history" help:"history table name"`
 	Dir            string        `env:"LOCKMIGRATE_DIR" help:"read migrations from this directory instead of the embedded set"`
+	Format         string        `env:"LOCKMIGRATE_FORMAT" envDefault:"auto" oneof:"auto,lockmigrate,goose,dbmate,tern,golang-migrate" help:"migration file format: auto (each file as its markers show; a set mixing tools is refused) or one forced for every file; only the up section of goose, dbmate and tern files runs"`
 
 	Transaction      string        `env:"LOCKMIGRATE_TRANSACTION" envDefault:"each" oneof:"each,all" help:"each: one transaction per migration; all: every pending migration in one transaction"`
 	LockTimeout      time.Duration `env:"LOCKMIGRATE_LOCK_TIMEOUT" envDefault:"0" help:"lock_timeout for migration statements (0 = off); on 55P03 the transaction is rolled back and retried"`
@@ -364,8 +365,8 @@ func (c *Config) validatePushgateway() []*Error {
 			errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_URL", Accept: "an http:// or https:// URL such as http://pushgateway:9091"})
 		}
 	}
-	if c.PushgatewayJob == "" {
-		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_JOB", Accept: "a non-empty job name"})
+	if c.PushgatewayJob == "" || strings.ContainsAny(c.PushgatewayJob, spaces) {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_JOB", Value: c.PushgatewayJob, Accept: "a non-empty job name without spaces" + spaceReason})
 	}
 	if c.PushgatewayTimeout == 0 {
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_TIMEOUT", Value: "0", Accept: "a positive Go duration such as 5s"})
@@ -484,6 +485,15 @@ func formatDefault(v any) string {
 	return s
 }
 
+// spaces are refused in the job name and grouping values: client_golang's
+// push package escapes the group's URL path with url.QueryEscape, which
+// turns a space into "+", and the Pushgateway keeps the "+": the group
+// would not be the one configured.
+const (
+	spaces      = " \t"
+	spaceReason = " (the Pushgateway would record it as \"+\")"
+)
+
 var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // parseGrouping parses "k=v,k=v" into grouping labels. job has its own
@@ -503,6 +513,8 @@ func parseGrouping(s string) (map[string]string, error) {
 			return nil, fmt.Errorf("%q is not a label name", k)
 		case k == "job" || k == "instance":
 			return nil, fmt.Errorf("%q cannot be a grouping label", k)
+		case strings.ContainsAny(v, spaces):
+			return nil, fmt.Errorf("the value of %q has a space%s", k, spaceReason)
 		}
 		if _, dup := out[k]; dup {
 			return nil, fmt.Errorf("label %q given twice", k)

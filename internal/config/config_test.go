@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lockmigrate/lockmigrate/runner"
 )
 
 func TestDefaults(t *testing.T) {
@@ -14,7 +16,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{OnLocked: "skip", WaitTimeout: 10 * time.Minute, ConnectTimeout: time.Minute,
-		Schema: "public", Table: "lockmigrate_history", Transaction: "each", LockRetries: 3,
+		Schema: "public", Table: "lockmigrate_history", Format: "auto", Transaction: "each", LockRetries: 3,
 		TCPKeepalivesIdle: 10 * time.Second, TCPKeepalivesInterval: 5 * time.Second, TCPKeepalivesCount: 3, TCPUserTimeout: 20 * time.Second,
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
@@ -62,6 +64,29 @@ func TestLibpqCaptured(t *testing.T) {
 	}
 }
 
+// TestFormat: LOCKMIGRATE_FORMAT accepts exactly the runner's formats.
+func TestFormat(t *testing.T) {
+	f, _ := reflect.TypeOf(Config{}).FieldByName("Format")
+	var want []string
+	for _, v := range runner.Formats {
+		want = append(want, string(v))
+	}
+	if got := strings.Split(f.Tag.Get("oneof"), ","); !reflect.DeepEqual(got, want) {
+		t.Fatalf("oneof %v, want runner.Formats %v", got, want)
+	}
+	for _, v := range want {
+		cfg, err := Load(func(k string) string { return map[string]string{"LOCKMIGRATE_FORMAT": v}[k] })
+		if err != nil || cfg.Format != v {
+			t.Fatalf("LOCKMIGRATE_FORMAT=%s: %+v, %v", v, cfg, err)
+		}
+	}
+	_, err := Load(func(k string) string { return map[string]string{"LOCKMIGRATE_FORMAT": "flyway"}[k] })
+	if err == nil || !strings.Contains(err.Error(), `invalid LOCKMIGRATE_FORMAT "flyway"`) ||
+		!strings.Contains(err.Error(), "auto, lockmigrate, goose, dbmate, tern, golang-migrate") {
+		t.Fatalf("LOCKMIGRATE_FORMAT=flyway: %v", err)
+	}
+}
+
 func TestAllErrorsAtOnce(t *testing.T) {
 	env := map[string]string{"LOCKMIGRATE_ON_LOCKED": "never", "LOCKMIGRATE_WAIT_TIMEOUT": "soon", "LOCKMIGRATE_LOG_LEVEL": "x"}
 	_, err := Load(func(k string) string { return env[k] })
@@ -95,11 +120,31 @@ func TestGrouping(t *testing.T) {
 		{"app", nil, false},
 		{"1app=x", nil, false},
 		{"a=1,a=2", nil, false},
+		// client_golang's push would send these as "eu+west".
+		{"env=eu west", nil, false},
+		{"env= eu", nil, false},
+		{"env=eu\twest", nil, false},
+		{"env=eu-west,app=a/b", map[string]string{"env": "eu-west", "app": "a/b"}, true},
 	}
 	for _, tt := range tests {
 		got, err := parseGrouping(tt.in)
 		if (err == nil) != tt.ok || (tt.ok && !reflect.DeepEqual(got, tt.want)) {
 			t.Errorf("parseGrouping(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+}
+
+// TestJobWithoutSpaces: the job name reaches the Pushgateway through the
+// same escaping as the grouping values.
+func TestJobWithoutSpaces(t *testing.T) {
+	for job, ok := range map[string]bool{"lockmigrate": true, "shop/migrations": true, "my job": false, "": false} {
+		env := map[string]string{"LOCKMIGRATE_PUSHGATEWAY_JOB": job}
+		if job == "" {
+			env["LOCKMIGRATE_PUSHGATEWAY_JOB"] = " "
+		}
+		_, err := Load(func(k string) string { return env[k] })
+		if (err == nil) != ok || (!ok && !strings.Contains(err.Error(), "LOCKMIGRATE_PUSHGATEWAY_JOB")) {
+			t.Errorf("job %q: %v", job, err)
 		}
 	}
 }

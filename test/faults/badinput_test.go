@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 	"github.com/lockmigrate/lockmigrate/internal/pushtest"
 	"github.com/lockmigrate/lockmigrate/lock"
@@ -267,9 +266,11 @@ func badCases(t *testing.T) []badCase {
 				}
 				t.Logf("50 MB migration applied in %s", ms(r.Elapsed))
 			}},
-		{name: "empty migrations dir", files: map[string]string{}, code: 0, want: []string{`"outcome":"up_to_date"`, `"migrations":0`}, outcome: "nothing"},
+		// An empty set is an error (issue 14): an init container pointed at
+		// an unmounted or wrong directory must not let the application start.
+		{name: "empty migrations dir", files: map[string]string{}, code: 5, want: []string{"no_migrations", "no migrations found in "}, outcome: "nothing"},
 		{name: "only non-.sql files", files: map[string]string{"1_a.SQL": okSQL, "2_b.sql.txt": okSQL, "README.md": "# x", "3_c.down.sql": okSQL},
-			code: 0, want: []string{`"outcome":"up_to_date"`, `"migrations":0`}, outcome: "nothing"},
+			code: 5, want: []string{"no_migrations", "no migrations found in "}, outcome: "nothing"},
 		{name: "history table with the wrong columns", setup: func(t *testing.T, c *badCtx) {
 			adminExec(t, c, "CREATE TABLE lockmigrate_history (id int, note text); ALTER TABLE lockmigrate_history OWNER TO "+ident(c.d.role))
 		}, code: 1, want: []string{"read history table", "lockmigrate_history", "42703"}, outcome: "nothing"},

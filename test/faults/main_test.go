@@ -36,10 +36,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 

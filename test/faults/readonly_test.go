@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 

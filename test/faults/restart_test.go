@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
-
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 

@@ -201,6 +201,7 @@ with tenants.shards; JOB_COMPLETION_INDEX comes from Kubernetes) and "phase"
       (list "LOCKMIGRATE_SCHEMA" $c.schema)
       (list "LOCKMIGRATE_TABLE" $c.table)
       (list "LOCKMIGRATE_DIR" $c.dir)
+      (list "LOCKMIGRATE_FORMAT" $c.format)
       (list "LOCKMIGRATE_TRANSACTION" $c.transaction)
       (list "LOCKMIGRATE_LOCK_TIMEOUT" $c.lockTimeout)
       (list "LOCKMIGRATE_LOCK_RETRIES" $c.lockRetries)
