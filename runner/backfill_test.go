@@ -244,6 +244,14 @@ func TestBackfillBound(t *testing.T) {
 					t.Fatalf("second run ran %d batches", res.Backfills[0].Batches)
 				}
 			}
+			// An operator who settles it by hand keeps the counts.
+			r, conn := newRunner(t, url, migs, runner.Options{})
+			if err := r.Resolve(context.Background(), 2, runner.ResolveApplied); err != nil {
+				t.Fatal(err)
+			}
+			if h := backfillHistory(t, conn, 2); h != (backfillRow{"applied", int32(tt.batches), int64(tt.rows)}) {
+				t.Fatalf("after resolve applied: %+v", h)
+			}
 		})
 	}
 }
