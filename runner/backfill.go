@@ -39,15 +39,15 @@ type BackfillOptions struct {
 	// Sleep (sleep=) is the pause after each batch that changed rows; the
 	// run pauses for the longer of it and Options.BackfillSleep, so an
 	// operator can slow a backfill down without editing the file.
-	Sleep time.Duration `json:"sleep,omitempty"`
+	Sleep time.Duration
 	// MaxBatches (max_batches=) is the most batches that may change rows,
 	// counted over the backfill's whole life (a resumed backfill goes on
 	// counting). A batch that would go beyond it is rolled back and the run
 	// fails (exit 1).
-	MaxBatches int64 `json:"max_batches"`
+	MaxBatches int64
 	// MaxRows (max_rows=; 0 means none) is the most rows the backfill may
 	// change in all; a batch that would pass it is rolled back.
-	MaxRows int64 `json:"max_rows,omitempty"`
+	MaxRows int64
 }
 
 // parseBackfill reads the options of a backfill directive.

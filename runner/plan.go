@@ -83,7 +83,11 @@ type PlannedMigration struct {
 // PlannedBackfill is a pending backfill: its bounds and throttle, and how
 // far an interrupted run got (a run continues from there).
 type PlannedBackfill struct {
-	BackfillOptions
+	// Sleep is the file's sleep= as a Go duration ("" for none);
+	// MaxBatches and MaxRows its bounds (BackfillOptions).
+	Sleep      string `json:"sleep,omitempty"`
+	MaxBatches int64  `json:"max_batches,omitempty"`
+	MaxRows    int64  `json:"max_rows,omitempty"`
 	// Resume is set when a run left the backfill running: it is continued,
 	// not refused. BatchesDone and RowsDone are what it committed.
 	Resume      bool  `json:"resume,omitempty"`
@@ -207,7 +211,10 @@ func planned(m *Migration, p plan, baseline bool, opts Options) PlannedMigration
 		pm.Mode = ModeBaseline
 	case m.Backfill != nil:
 		pm.Mode = ModeBackfill
-		pm.Backfill = &PlannedBackfill{BackfillOptions: *m.Backfill}
+		pm.Backfill = &PlannedBackfill{MaxBatches: m.Backfill.MaxBatches, MaxRows: m.Backfill.MaxRows}
+		if m.Backfill.Sleep > 0 {
+			pm.Backfill.Sleep = m.Backfill.Sleep.String()
+		}
 		if row, ok := p.resumed[m.Version]; ok {
 			pm.Backfill.Resume, pm.Backfill.BatchesDone = true, int64(row.StatementsDone)
 		}

@@ -26,8 +26,8 @@ func plannedDetail(m runner.PlannedMigration) string {
 	}
 	if b := m.Backfill; b != nil {
 		o := []string{}
-		if b.Sleep > 0 {
-			o = append(o, "sleep="+b.Sleep.String())
+		if b.Sleep != "" {
+			o = append(o, "sleep="+b.Sleep)
 		}
 		if b.MaxBatches > 0 {
 			o = append(o, fmt.Sprintf("max_batches=%d", b.MaxBatches))
