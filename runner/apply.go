@@ -49,10 +49,14 @@ func (r *Runner) apply(ctx context.Context, res *Result, pending []*Migration) e
 			a   AppliedMigration
 			err error
 		)
-		if m.NoTransaction {
+		switch {
+		case m.Backfill != nil:
+			a = AppliedMigration{Version: m.Version, Name: m.Name}
+			a.Duration, err = r.applyBackfill(ctx, res, m)
+		case m.NoTransaction:
 			a = AppliedMigration{Version: m.Version, Name: m.Name}
 			a.Duration, err = r.applyNoTx(ctx, res, m)
-		} else {
+		default:
 			err = r.retryLockTimeout(ctx, res, func() error {
 				done, err := r.execTx(ctx, []*Migration{m})
 				if err == nil {

@@ -22,6 +22,20 @@ type plan struct {
 	// baselined: on an empty history, files up to this version are
 	// recorded by the baseline, not run.
 	baselined int64
+
+	// Phases (phase.go): deferred are pending migrations of the other
+	// phase, left by this run; pendingExpand and pendingContract count
+	// the pending migrations of each phase before the run's phase was
+	// selected; contractVersion is the highest applied contract version.
+	deferred                       []*Migration
+	pendingExpand, pendingContract int
+	contractVersion                int64
+	// known maps the set's versions to their migrations.
+	known map[int64]*Migration
+	// resumed are the rows left running by backfills (backfill.go), which
+	// a run continues instead of refusing them; their migrations are in
+	// pending.
+	resumed map[int64]HistoryRow
 }
 
 // upToDate reports whether there is nothing to do and nothing wrong.
@@ -52,12 +66,14 @@ func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
 func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 	var p plan
 	applied := p.readHistory(migs, rows)
+	p.takeResumable()
 	for _, m := range migs {
 		if applied[m.Version] || isRunning(p.running, m.Version) {
 			continue
 		}
 		p.pending = append(p.pending, m)
 	}
+	p.selectPhase(opts.Phase)
 	if !opts.AllowOutOfOrder {
 		p.checkOrder()
 	}
@@ -80,6 +96,7 @@ func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[in
 	for _, m := range migs {
 		known[m.Version] = m
 	}
+	p.known = known
 	applied = make(map[int64]bool, len(rows))
 	for _, r := range rows {
 		p.schemaVersion = max(p.schemaVersion, r.Version)
@@ -95,6 +112,9 @@ func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[in
 			p.ahead = append(p.ahead, r.Version)
 			continue
 		}
+		if phaseOf(m) == PhaseContract {
+			p.contractVersion = max(p.contractVersion, r.Version)
+		}
 		if m.Checksum != r.Checksum {
 			p.problems = append(p.problems, &ValidationError{
 				Kind: KindChecksumMismatch, Version: m.Version, File: m.File,
@@ -107,14 +127,19 @@ func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[in
 	return applied
 }
 
-// checkOrder refuses pending migrations older than the schema version.
+// checkOrder refuses pending migrations older than the schema version (a
+// contract migration: than the highest applied contract version, see
+// orderFloor). A backfill being resumed started in order.
 func (p *plan) checkOrder() {
 	for _, m := range p.pending {
-		if m.Version < p.schemaVersion {
+		if _, resumed := p.resumed[m.Version]; resumed {
+			continue
+		}
+		if floor, what := p.orderFloor(m); m.Version < floor {
 			p.problems = append(p.problems, &ValidationError{
 				Kind: KindOutOfOrder, Version: m.Version, File: m.File,
-				Detail: fmt.Sprintf("pending migration is older than the highest applied version %d; "+
-					"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", p.schemaVersion),
+				Detail: fmt.Sprintf("pending migration is older than the highest applied %s %d; "+
+					"renumber it or set LOCKMIGRATE_ALLOW_OUT_OF_ORDER=true", what, floor),
 			})
 		}
 	}

@@ -27,6 +27,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add("1_a.sql", []byte("SELECT 1"), "01_b.sql", []byte("SELECT 1"), "abc.sql", []byte{})
 	f.Add("1_a.sql", []byte("-- lockmigrate:no-transactoin\nSELECT 1"), "0_zero.sql", []byte{}, "99999999999999999999_big.sql", []byte{})
 	f.Add("1_a.sql", []byte("-- lockmigrate:no-transaction\nSELECT 'oops"), "2_$$.sql", []byte("-- lockmigrate:no-transaction\nDO $x$ BEGIN END $x$;"), "sub/3_c.sql", []byte("SELECT 3"))
+	f.Add("1_b.sql", []byte("-- backfill\n-- lockmigrate:backfill sleep=1ms max_batches=3\n\n-- lockmigrate:phase contract\nUPDATE t SET a = 1 WHERE id IN (SELECT id FROM t WHERE a IS NULL LIMIT 10);\n"),
+		"2_c.sql", []byte("-- lockmigrate:phase contract\nSELECT 1;\n-- lockmigrate:no-transaction\n"), "3_d.sql", []byte("-- lockmigrate:backfill max_rows=0\nUPDATE t SET a = 1"))
 	f.Add("9223372036854775807_max.sql", []byte("\xef\xbb\xbf-- lockmigrate:no-transaction\r\nSELECT 1;"), "1_.up.sql", []byte("\xff\xfe"), "1_x.SQL", []byte("SELECT 1"))
 	f.Add("00001_goose.sql", []byte("-- +goose Up\nCREATE TABLE a (id int);\n-- +goose Down\nDROP TABLE a;\n"),
 		"20240101000000_dbmate.sql", []byte("-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY i ON a (id);\n-- migrate:down\n"),
@@ -86,9 +88,11 @@ func FuzzLoad(f *testing.F) {
 			if m.SQL != strings.TrimPrefix(string(up), "\ufeff") {
 				t.Fatalf("%s: SQL differs from the part that runs without its BOM", m.File)
 			}
-			first, _, _ := bytes.Cut(bytes.TrimPrefix(file.Data, []byte("\xef\xbb\xbf")), []byte("\n"))
-			if want := strings.TrimSpace(string(first)) == NoTransactionDirective || sec.NoTransaction; m.NoTransaction != want {
-				t.Fatalf("%s: NoTransaction = %v, first line %q", m.File, m.NoTransaction, first)
+			if want := leadingDirective(up, NoTransactionDirective) || leadingDirective(up, BackfillDirective) || sec.NoTransaction; m.NoTransaction != want {
+				t.Fatalf("%s: NoTransaction = %v, want %v", m.File, m.NoTransaction, want)
+			}
+			if want := leadingDirective(up, PhaseDirective); (m.Phase == PhaseContract) != want {
+				t.Fatalf("%s: Phase = %q, contract directive %v", m.File, m.Phase, want)
 			}
 			if !m.NoTransaction && m.statements != nil {
 				t.Fatalf("%s: a transactional file was split", m.File)
@@ -100,6 +104,23 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("second Load differs: %d migrations, %v", len(again), err)
 		}
 	})
+}
+
+// leadingDirective reports whether the directive d (alone, or for the
+// backfill directive followed by options) is one of the lines of the
+// file's leading comment block (blank and "--" lines).
+func leadingDirective(data []byte, d string) bool {
+	for _, line := range strings.Split(string(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))), "\n") {
+		line = strings.TrimSpace(line)
+		norm := strings.Join(strings.Fields(line), " ")
+		switch {
+		case strings.HasPrefix(line, "-- lockmigrate:") && (norm == d || d == BackfillDirective && strings.HasPrefix(norm, d+" ")):
+			return true
+		case line != "" && !strings.HasPrefix(line, "--"):
+			return false
+		}
+	}
+	return false
 }
 
 // clashes reports whether name would be both a file and a directory in

@@ -15,12 +15,12 @@ import (
 	"github.com/lockmigrate/lockmigrate/runner/internal/format"
 )
 
-// NoTransactionDirective, on a file's first line, makes the file run outside
+// NoTransactionDirective, at the top of a file, makes the file run outside
 // any transaction, one statement at a time, as CREATE INDEX CONCURRENTLY and
 // similar statements require.
 const NoTransactionDirective = "-- lockmigrate:no-transaction"
 
-// directivePrefix marks a first line meant for lockmigrate; an unknown
+// directivePrefix marks a leading comment line meant for lockmigrate; an unknown
 // directive is refused rather than ignored, so a typo cannot silently turn a
 // no-transaction file into a transactional one.
 const directivePrefix = "-- lockmigrate:"
@@ -34,10 +34,15 @@ type Migration struct {
 	Checksum string // hex SHA-256 of the bytes of that part (of the whole file in lockmigrate's format)
 	// Format is the format the file was read as.
 	Format Format
-	// NoTransaction is set by the no-transaction directive, or by the
-	// format's own marker (goose NO TRANSACTION, dbmate transaction:false,
-	// tern disable-tx).
+	// NoTransaction is set by the no-transaction directive, by the
+	// backfill directive, or by the format's own marker (goose NO
+	// TRANSACTION, dbmate transaction:false, tern disable-tx).
 	NoTransaction bool
+	// Phase is set by the phase directive (phase.go); empty means expand.
+	Phase Phase
+	// Backfill is set by the backfill directive (backfill.go): the file's
+	// one statement is run in batches until it changes no row.
+	Backfill *BackfillOptions
 	// statements of a no-transaction file, split when it is loaded so a
 	// malformed file is refused before anything runs.
 	statements []sqlsplit.Statement
@@ -129,6 +134,10 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 					Detail: fmt.Sprintf("cannot split into statements: %v", err)})
 				continue
 			}
+			if err := m.checkBackfill(); err != nil {
+				problems = append(problems, err)
+				continue
+			}
 		}
 		if prev, dup := byVer[m.Version]; dup {
 			problems = append(problems, &ValidationError{
@@ -169,22 +178,54 @@ func parseFileName(name string) (*Migration, error) {
 	return &Migration{Version: v, Name: base, File: name}, nil
 }
 
+// parseDirective reads the directives in the comment lines at the top of
+// the file (up to its first line that is neither blank nor a "--"
+// comment): each line starting with "-- lockmigrate:" is one directive
+// (no-transaction, phase, backfill), each at most once. An unknown
+// directive is refused rather than ignored, and one below an ordinary
+// comment still counts, so neither a typo nor a comment can silently turn a
+// contract file into an expand one.
 func (m *Migration) parseDirective(data []byte) error {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	first, _, _ := bytes.Cut(data, []byte("\n"))
-	line := strings.TrimSpace(string(first))
-	if !strings.HasPrefix(line, directivePrefix) {
-		return nil
+	seen := map[string]bool{}
+	for len(data) > 0 {
+		var first []byte
+		first, data, _ = bytes.Cut(data, []byte("\n"))
+		line := strings.TrimSpace(string(first))
+		if line == "" || strings.HasPrefix(line, "--") && !strings.HasPrefix(line, directivePrefix) {
+			continue
+		}
+		if !strings.HasPrefix(line, directivePrefix) {
+			return nil
+		}
+		name, arg, _ := strings.Cut(strings.TrimPrefix(line, directivePrefix), " ")
+		arg = strings.TrimSpace(arg)
+		if line == lintIgnorePrefix || strings.HasPrefix(line, lintIgnorePrefix+" ") {
+			continue // a lint suppression for the first statement, not a directive; there may be several
+		}
+		if seen[name] {
+			return &ValidationError{Kind: KindMalformedName, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("directive %q given twice", directivePrefix+name)}
+		}
+		seen[name] = true
+		var err error
+		switch {
+		case line == NoTransactionDirective:
+			m.NoTransaction = true
+		case name == "phase":
+			err = m.parsePhase(arg)
+		case name == "backfill":
+			err = m.parseBackfill(arg)
+		default:
+			err = &ValidationError{Kind: KindMalformedName, Version: m.Version, File: m.File,
+				Detail: fmt.Sprintf("unknown directive %q on the first lines; the directives are %q, %q and %q",
+					line, NoTransactionDirective, PhaseDirective, BackfillDirective)}
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if line == NoTransactionDirective {
-		m.NoTransaction = true
-		return nil
-	}
-	if line == lintIgnorePrefix || strings.HasPrefix(line, lintIgnorePrefix+" ") {
-		return nil // a lint suppression for the statement below, not a directive
-	}
-	return &ValidationError{Kind: KindMalformedName, Version: m.Version, File: m.File,
-		Detail: fmt.Sprintf("unknown directive %q on the first line; the only directive is %q", line, NoTransactionDirective)}
+	return nil
 }
 
 func cmpInt64(a, b int64) int {

@@ -28,8 +28,13 @@ type SchemaPlan struct {
 	SchemaVersion int64 `json:"schema_version"`
 	// Transaction is the configured grouping of transactional migrations.
 	Transaction TransactionMode `json:"transaction"`
+	// Phase is the run's phase (Options.Phase).
+	Phase Phase `json:"phase"`
 	// Pending is what would run, in order.
 	Pending []PlannedMigration `json:"pending"`
+	// Deferred are pending migrations of the other phase, which a run in
+	// this phase leaves alone (empty for PhaseAll).
+	Deferred []PlannedMigration `json:"deferred,omitempty"`
 	// Ahead are applied versions unknown to this migration set: a newer
 	// release migrated the database (a warning, not an error).
 	Ahead []int64 `json:"ahead,omitempty"`
@@ -52,6 +57,9 @@ const (
 	// ModeBaseline: recorded as applied (state baseline) without being run,
 	// because Options.BaselineVersion is set and the history is empty.
 	ModeBaseline = "baseline"
+	// ModeBackfill: its one statement repeated in batches, each in its own
+	// transaction, until it changes no row (backfill.go).
+	ModeBackfill = "backfill"
 )
 
 // PlannedMigration is one migration a run would apply (or, in
@@ -66,6 +74,25 @@ type PlannedMigration struct {
 	// executed and recorded on its own; 0 for a transactional migration,
 	// which is sent to the server whole.
 	Statements int `json:"statements,omitempty"`
+	// Phase is the file's phase.
+	Phase Phase `json:"phase"`
+	// Backfill describes a ModeBackfill migration.
+	Backfill *PlannedBackfill `json:"backfill,omitempty"`
+}
+
+// PlannedBackfill is a pending backfill: its bounds and throttle, and how
+// far an interrupted run got (a run continues from there).
+type PlannedBackfill struct {
+	// Sleep is the file's sleep= as a Go duration ("" for none);
+	// MaxBatches and MaxRows its bounds (BackfillOptions).
+	Sleep      string `json:"sleep,omitempty"`
+	MaxBatches int64  `json:"max_batches,omitempty"`
+	MaxRows    int64  `json:"max_rows,omitempty"`
+	// Resume is set when a run left the backfill running: it is continued,
+	// not refused. BatchesDone and RowsDone are what it committed.
+	Resume      bool  `json:"resume,omitempty"`
+	BatchesDone int64 `json:"batches_done,omitempty"`
+	RowsDone    int64 `json:"rows_done,omitempty"`
 }
 
 // Plan reads the history without the lock, as the fast path does, and
@@ -81,6 +108,9 @@ func (r *Runner) Plan(ctx context.Context) (*Plan, error) {
 	}
 	sp, problems := schemaPlanOf(r.migs, rows, r.opts, func(row HistoryRow) *ValidationError { return r.interrupted(ctx, row) })
 	sp.HistoryExists = exists
+	if err := r.planRowsDone(ctx, &sp); err != nil {
+		return nil, err
+	}
 	if !exists {
 		sp.Notes = append([]string{fmt.Sprintf("history table %s does not exist: the first run creates it, holding the lock", r.hist.ident)}, sp.Notes...)
 	}
@@ -134,7 +164,7 @@ func schemaPlanOf(migs []*Migration, rows []HistoryRow, opts Options, interrupte
 		problems = append(problems, e)
 	}
 	sp := SchemaPlan{Schema: opts.Schema, Table: opts.Table, SchemaVersion: p.schemaVersion,
-		Transaction: opts.Transaction, Ahead: p.ahead, Pending: []PlannedMigration{}}
+		Transaction: opts.Transaction, Phase: opts.Phase, Ahead: p.ahead, Pending: []PlannedMigration{}}
 	for _, e := range problems {
 		sp.Problems = append(sp.Problems, e.Error())
 	}
@@ -160,20 +190,38 @@ func schemaPlanOf(migs []*Migration, rows []HistoryRow, opts Options, interrupte
 		}
 	}
 	for _, m := range p.pending {
-		pm := PlannedMigration{Version: m.Version, Name: m.Name, File: m.File, Checksum: m.Checksum, Mode: ModeTransaction}
-		switch {
-		case baseline[m.Version]:
-			pm.Mode = ModeBaseline
-		case m.NoTransaction:
-			pm.Mode, pm.Statements = ModeNoTransaction, len(m.statements)
-		case opts.Transaction == TransactionAll:
-			pm.Mode = ModeSharedTransaction
-		}
-		sp.Pending = append(sp.Pending, pm)
+		sp.Pending = append(sp.Pending, planned(m, p, baseline[m.Version], opts))
+	}
+	for _, m := range p.deferred {
+		sp.Deferred = append(sp.Deferred, planned(m, p, baseline[m.Version], opts))
 	}
 	if len(p.ahead) > 0 {
 		sp.Notes = append(sp.Notes, fmt.Sprintf("the database has applied versions unknown to this migration set %v "+
 			"(a newer release migrated it): a run logs a warning and continues", p.ahead))
 	}
 	return sp, problems
+}
+
+// planned is how pending migration m would run.
+func planned(m *Migration, p plan, baseline bool, opts Options) PlannedMigration {
+	pm := PlannedMigration{Version: m.Version, Name: m.Name, File: m.File, Checksum: m.Checksum,
+		Mode: ModeTransaction, Phase: phaseOf(m)}
+	switch {
+	case baseline:
+		pm.Mode = ModeBaseline
+	case m.Backfill != nil:
+		pm.Mode = ModeBackfill
+		pm.Backfill = &PlannedBackfill{MaxBatches: m.Backfill.MaxBatches, MaxRows: m.Backfill.MaxRows}
+		if m.Backfill.Sleep > 0 {
+			pm.Backfill.Sleep = m.Backfill.Sleep.String()
+		}
+		if row, ok := p.resumed[m.Version]; ok {
+			pm.Backfill.Resume, pm.Backfill.BatchesDone = true, int64(row.StatementsDone)
+		}
+	case m.NoTransaction:
+		pm.Mode, pm.Statements = ModeNoTransaction, len(m.statements)
+	case opts.Transaction == TransactionAll:
+		pm.Mode = ModeSharedTransaction
+	}
+	return pm
 }

@@ -57,10 +57,12 @@ func (r *Runner) Resolve(ctx context.Context, version int64, action ResolveActio
 	args := []any{version}
 	switch action {
 	case ResolveApplied:
-		sql = `UPDATE ` + r.hist.ident + ` SET state = 'applied', checksum = $2, statements_done = $3,
+		// A backfill's statements_done counts its batches: kept.
+		sql = `UPDATE ` + r.hist.ident + ` SET state = 'applied', checksum = $2,
+       statements_done = CASE WHEN $6 THEN statements_done ELSE $3 END,
        applied_at = clock_timestamp(), applied_by = $4, run_id = $5::uuid
  WHERE version = $1 AND state = 'running'`
-		args = append(args, m.Checksum, len(m.statements), r.opts.AppliedBy, r.opts.RunID.String())
+		args = append(args, m.Checksum, len(m.statements), r.opts.AppliedBy, r.opts.RunID.String(), m.Backfill != nil)
 	case ResolveRetry:
 		sql = `DELETE FROM ` + r.hist.ident + ` WHERE version = $1 AND state = 'running'`
 	}

@@ -99,6 +99,25 @@ type Options struct {
 	// applied one instead of refusing it.
 	AllowOutOfOrder bool
 
+	// Phase selects what a run applies (phase.go): PhaseExpand the files
+	// without a phase directive, PhaseContract the files marked contract,
+	// PhaseAll (the default, also for "") every file in version order.
+	Phase Phase
+	// BeforeLock, when set, is called once the lock-free fast path found
+	// something to do, before the lock is tried; its error ends the run. A
+	// contract run waits there for the application's rollout, so a run with
+	// nothing pending never waits.
+	BeforeLock func(ctx context.Context) error
+
+	// BackfillSleep is the least pause after each batch of a backfill that
+	// changed rows (the file's sleep= may ask for more). BackfillMaxLag,
+	// when positive, pauses the batches while a standby's replay lag
+	// exceeds it (backfill_lag.go). BackfillProgressInterval is the least
+	// time between progress events (default 10 s).
+	BackfillSleep            time.Duration
+	BackfillMaxLag           time.Duration
+	BackfillProgressInterval time.Duration
+
 	// BaselineVersion, when positive, makes a run that finds the history
 	// empty record every migration up to this version as applied (state
 	// baseline) without running it, then apply the newer ones. Ignored once
@@ -149,6 +168,9 @@ func (o *Options) validate() error {
 	if o.LockTimeout < 0 || o.StatementTimeout < 0 || o.LockRetries < 0 || o.BaselineVersion < 0 {
 		return errors.New("runner: LockTimeout, StatementTimeout, LockRetries and BaselineVersion must not be negative")
 	}
+	if err := o.validatePhase(); err != nil {
+		return err
+	}
 	if o.RunID == uuid.Nil {
 		o.RunID = uuid.New()
 	}
@@ -166,6 +188,8 @@ type Runner struct {
 	opts   Options
 	hist   history
 	log    *slog.Logger
+	// lagProbe replaces queryLag in tests.
+	lagProbe func(context.Context) (replicationLag, error)
 }
 
 // New validates opts and returns a Runner. migs must come from Load (sorted,
@@ -204,8 +228,14 @@ type Result struct {
 	// Baselined counts migrations this run recorded as baseline
 	// (Options.BaselineVersion) without running them.
 	Baselined int
-	// Pending is the number of migrations left to apply when the run ended.
+	// Pending is the number of migrations left to apply when the run ended
+	// (of the run's phase).
 	Pending int
+	// PendingExpand and PendingContract count the pending migrations of
+	// each phase as the run last saw them, whatever its own phase.
+	PendingExpand, PendingContract int
+	// Backfills are the backfills this run worked on, as far as it got.
+	Backfills []*BackfillStats
 	// SchemaVersion is the highest applied version when the run ended.
 	SchemaVersion int64
 	// Ahead lists applied versions unknown to this migration set.
@@ -254,6 +284,11 @@ func (r *Runner) migrate(ctx context.Context, res *Result) error {
 		r.warnAhead(ctx, p)
 		res.Outcome = OutcomeUpToDate
 		return nil
+	}
+	if r.opts.BeforeLock != nil {
+		if err := r.opts.BeforeLock(ctx); err != nil {
+			return err
+		}
 	}
 	waited, err := r.acquire(ctx, res, len(p.pending))
 	if err != nil || !res.LockAcquired {
@@ -374,6 +409,7 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 	res.ApplyStarted = true
 	err = r.apply(ctx, res, p.pending)
 	res.Pending = len(p.pending) - len(res.Applied)
+	res.countApplied(p)
 	for _, a := range res.Applied {
 		res.SchemaVersion = max(res.SchemaVersion, a.Version)
 	}
@@ -399,6 +435,7 @@ func notPending(migs, pending []*Migration) []*Migration {
 
 func (res *Result) observe(p plan) {
 	res.Pending = len(p.pending)
+	res.PendingExpand, res.PendingContract = p.pendingExpand, p.pendingContract
 	res.SchemaVersion = p.schemaVersion
 	res.Ahead = p.ahead
 }

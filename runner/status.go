@@ -25,6 +25,12 @@ type MigrationStatus struct {
 	AppliedBy      string     `json:"applied_by,omitempty"`
 	DurationMS     int64      `json:"duration_ms,omitempty"`
 	StatementsDone int32      `json:"statements_done,omitempty"`
+	// Phase is the file's phase (empty for a version the set lacks).
+	Phase Phase `json:"phase,omitempty"`
+	// Backfill is set for a backfill file; its StatementsDone counts the
+	// batches that changed rows, RowsDone the rows they changed.
+	Backfill bool  `json:"backfill,omitempty"`
+	RowsDone int64 `json:"rows_done,omitempty"`
 }
 
 // Status is the state of the schema as seen without the lock.
@@ -35,6 +41,11 @@ type Status struct {
 	Pending       int               `json:"pending"`
 	Migrations    []MigrationStatus `json:"migrations"`
 	Problems      []string          `json:"problems,omitempty"`
+	// Phase is the configured phase; Pending counts its migrations, and
+	// PendingExpand and PendingContract those of each phase.
+	Phase           Phase `json:"phase"`
+	PendingExpand   int   `json:"pending_expand"`
+	PendingContract int   `json:"pending_contract"`
 }
 
 // Status reads the history without taking the lock, so it works while a
@@ -45,7 +56,12 @@ func (r *Runner) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	p := makePlan(r.migs, rows, r.opts)
-	st := &Status{HistoryExists: exists, SchemaVersion: p.schemaVersion, Pending: len(p.pending)}
+	st := &Status{HistoryExists: exists, SchemaVersion: p.schemaVersion, Pending: len(p.pending),
+		Phase: r.opts.Phase, PendingExpand: p.pendingExpand, PendingContract: p.pendingContract}
+	rowsDone, err := r.backfillRowsDone(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range append(p.problems, p.statementProblems()...) {
 		st.Problems = append(st.Problems, e.Error())
 	}
@@ -54,11 +70,12 @@ func (r *Runner) Status(ctx context.Context) (*Status, error) {
 		seen[row.Version] = true
 		ms := MigrationStatus{Version: row.Version, Name: row.Name, State: row.State,
 			AppliedAt: &row.AppliedAt, AppliedBy: row.AppliedBy, DurationMS: row.DurationMS,
-			StatementsDone: row.StatementsDone}
+			StatementsDone: row.StatementsDone, RowsDone: rowsDone[row.Version]}
 		if m := r.byVersion(row.Version); m == nil {
 			ms.State = StateUnknown
 		} else {
 			ms.File, ms.NoTransaction = m.File, m.NoTransaction
+			ms.Phase, ms.Backfill = phaseOf(m), m.Backfill != nil
 			if countsAsApplied(row.State) && m.Checksum != row.Checksum {
 				ms.State = StateChecksumMismatch
 			}
@@ -71,7 +88,8 @@ func (r *Runner) Status(ctx context.Context) (*Status, error) {
 	for _, m := range r.migs {
 		if !seen[m.Version] {
 			st.Migrations = append(st.Migrations, MigrationStatus{Version: m.Version, Name: m.Name,
-				File: m.File, State: StatePending, NoTransaction: m.NoTransaction})
+				File: m.File, State: StatePending, NoTransaction: m.NoTransaction,
+				Phase: phaseOf(m), Backfill: m.Backfill != nil})
 		}
 	}
 	slices.SortFunc(st.Migrations, func(a, b MigrationStatus) int { return cmpInt64(a.Version, b.Version) })

@@ -40,7 +40,7 @@ func runMigrate(ctx context.Context, a *app, args []string) int {
 		slog.String("namespace", a.cfg.PodNamespace),
 		slog.String("history_table", a.opts.target.historyTable()), slog.Int64("lock_key", a.opts.target.key),
 		slog.Int("migrations", len(a.migs)), slog.String("on_locked", a.cfg.OnLocked),
-		slog.String("transaction", a.cfg.Transaction))
+		slog.String("transaction", a.cfg.Transaction), slog.String("phase", a.cfg.Phase))
 	res, holder, err := a.migrate(ctx)
 	return a.finish(ctx, a.singleReport(ctx, start, res, holder, err))
 }

@@ -110,7 +110,7 @@ func writePlan(w io.Writer, rep *planReport) {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "history table %s  lock key %d  transaction mode %s\n", s.HistoryTable, s.LockKey, s.Transaction)
+		fmt.Fprintf(w, "history table %s  lock key %d  transaction mode %s%s\n", s.HistoryTable, s.LockKey, s.Transaction, phaseHeader(s.Phase))
 		if rep.DatabaseConsulted {
 			if s.HistoryExists {
 				fmt.Fprintf(w, "database: history read without the lock; schema version %d\n", s.SchemaVersion)
@@ -130,6 +130,7 @@ func writePlan(w io.Writer, rep *planReport) {
 		}
 		writeNotesProblems(w, "", s.Notes, s.Problems)
 		writePending(w, "", s.Pending)
+		writeDeferred(w, s.Phase, s.Deferred)
 		switch {
 		case len(s.Problems) > 0:
 			fmt.Fprintf(w, "a run would stop on the problem(s) above (exit 5) and apply nothing; %d migration(s) pending\n", len(s.Pending))
@@ -157,13 +158,24 @@ func writePending(w io.Writer, indent string, pending []runner.PlannedMigration)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintf(tw, "\n%sVERSION\tNAME\tMODE\tSTATEMENTS\n", indent)
-	for _, m := range pending {
+	details := make([]string, len(pending))
+	header := ""
+	for i, m := range pending {
+		if details[i] = plannedDetail(m); details[i] != "" {
+			header = "\tDETAIL"
+		}
+	}
+	fmt.Fprintf(tw, "\n%sVERSION\tNAME\tMODE\tSTATEMENTS%s\n", indent, header)
+	for i, m := range pending {
 		n := "-"
 		if m.Mode == runner.ModeNoTransaction {
 			n = fmt.Sprint(m.Statements)
 		}
-		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\n", indent, m.Version, m.Name, modeLabel(m.Mode), n)
+		detail := ""
+		if header != "" {
+			detail = "\t" + details[i]
+		}
+		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s%s\n", indent, m.Version, m.Name, modeLabel(m.Mode), n, detail)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

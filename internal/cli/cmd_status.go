@@ -115,6 +115,7 @@ func (a *app) surveyor(conn *pgx.Conn, keepRows bool) fleet.Surveyor {
 func writeStatus(w io.Writer, rep *statusReport) {
 	fmt.Fprintf(w, "history table: %s  lock key: %d\n", rep.HistoryTable, rep.LockKey)
 	fmt.Fprintf(w, "schema version: %d  applied: %d  pending: %d\n", rep.SchemaVersion, rep.Applied, rep.Pending)
+	writeStatusPhases(w, rep.Status)
 	if h := rep.LockHolder; h != nil {
 		fmt.Fprintf(w, "lock: held by pid %d (%s) from %s, user %s, connected since %s, %s\n",
 			h.PID, h.ApplicationName, h.ClientAddr, h.User, h.Since.UTC().Format(time.RFC3339), h.State)
@@ -136,11 +137,7 @@ func writeStatus(w io.Writer, rep *statusReport) {
 		if by == "" {
 			by = "-"
 		}
-		name := m.Name
-		if m.NoTransaction {
-			name += " (no-transaction)"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", m.Version, name, m.State, at, by, dur)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", m.Version, statusName(m), statusState(m), at, by, dur)
 	}
 	tw.Flush()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/rollout"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
@@ -64,6 +65,8 @@ func exitCode(ctx context.Context, err error) int {
 		termErr  *lock.TerminateError
 		tenants  *fleet.TenantsFailedError
 		queryErr *fleet.QueryError
+		k8sErr   *rollout.APIError
+		k8sCfg   *rollout.ConfigError
 	)
 	switch {
 	case errors.As(err, &tenants):
@@ -74,12 +77,14 @@ func exitCode(ctx context.Context, err error) int {
 	case errors.As(err, &queryErr):
 		return exitUsage
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
-		errors.Is(err, runner.ErrNothingToResolve):
+		errors.Is(err, runner.ErrNothingToResolve),
+		errors.As(err, &k8sCfg), errors.As(err, &k8sErr) && k8sErr.NotFound(): // the rollout wait cannot work as configured
 		return exitUsage
 	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly), dbconn.Lost(err),
-		errors.As(err, &termErr) && termErr.Denied: // the role lacks a privilege, like a failed login
+		errors.As(err, &termErr) && termErr.Denied, // the role lacks a privilege, like a failed login
+		errors.As(err, &k8sErr) && k8sErr.Denied(): // so does the contract Job's ServiceAccount
 		return exitUnreachable
-	case errors.Is(err, runner.ErrWaitTimeout):
+	case errors.Is(err, runner.ErrWaitTimeout), errors.Is(err, rollout.ErrTimeout):
 		return exitWaitTimeout
 	case errors.As(err, &valErr), errors.As(err, &poolErr), errors.As(err, &adoptErr):
 		return exitValidation

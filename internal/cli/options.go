@@ -71,6 +71,12 @@ func newOptions(cfg *config.Config, runID uuid.UUID, log *slog.Logger) (options,
 		AppliedBy:        o.podName,
 		RunID:            runID,
 		Logger:           log,
+
+		Phase:                    runner.Phase(cfg.Phase),
+		BeforeLock:               rolloutGate(cfg, log),
+		BackfillSleep:            cfg.BackfillSleep,
+		BackfillMaxLag:           cfg.BackfillMaxLag,
+		BackfillProgressInterval: cfg.BackfillProgress,
 	}
 	if o.gate = newLintGate(cfg, log); o.gate != nil {
 		o.runner.BeforeApply = o.gate.beforeApply

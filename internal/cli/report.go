@@ -127,6 +127,7 @@ func (r report) logAttrs(pushConfigured, pushed bool) []slog.Attr {
 		if res.LockTimeoutRetries > 0 {
 			attrs = append(attrs, slog.Int("lock_timeout_retries", res.LockTimeoutRetries))
 		}
+		attrs = append(attrs, phaseAttrs(res)...)
 	}
 	if r.holder != nil {
 		attrs = append(attrs, slog.Any("holder", *r.holder))
@@ -208,5 +209,7 @@ func (r report) metrics(version string) metrics.Run {
 	m.SchemaKnown = res.LockAcquired || m.Outcome == string(runner.OutcomeUpToDate)
 	m.SchemaVersion, m.Pending = res.SchemaVersion, res.Pending
 	m.ApplyTried, m.Applied, m.LockTimeoutRetries = res.ApplyStarted, len(res.Applied), res.LockTimeoutRetries
+	m.PendingExpand, m.PendingContract = res.PendingExpand, res.PendingContract
+	m.Backfill = backfillMetrics(res)
 	return m
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
 	"github.com/lockmigrate/lockmigrate/internal/lint"
+	"github.com/lockmigrate/lockmigrate/internal/rollout"
 	"github.com/lockmigrate/lockmigrate/runner"
 )
 
@@ -75,6 +76,19 @@ type Config struct {
 	JobCompletionIndex string `env:"JOB_COMPLETION_INDEX" help:"set by Kubernetes in an Indexed Job: the shard this runner takes (0 to LOCKMIGRATE_SHARDS-1)"`
 	// ShardIndex is JobCompletionIndex parsed (0 when unset).
 	ShardIndex int `env:"-"`
+
+	Phase               string        `env:"LOCKMIGRATE_PHASE" envDefault:"all" oneof:"all,expand,contract" help:"which migrations a run applies: all (every file in version order), expand (files without -- lockmigrate:phase contract: init containers, pre-upgrade Job) or contract (the contract files, each once every lower expand file is applied: the post-rollout Job)"`
+	ContractWaitFor     string        `env:"LOCKMIGRATE_CONTRACT_WAIT_FOR" help:"contract runs: before applying anything, wait for the rollout of these workloads of the namespace, kind/name,kind/name (deployment or statefulset); needs a ServiceAccount token allowed to get them and list pods"`
+	ContractWaitTimeout time.Duration `env:"LOCKMIGRATE_CONTRACT_WAIT_TIMEOUT" envDefault:"5m" help:"longest wait for that rollout (exit 4 after it, nothing applied)"`
+	ServiceAccountDir   string        `env:"LOCKMIGRATE_SERVICEACCOUNT_DIR" envDefault:"/var/run/secrets/kubernetes.io/serviceaccount" help:"directory of the pod's service account token, ca.crt and namespace, for the rollout wait"`
+	KubernetesHost      string        `env:"KUBERNETES_SERVICE_HOST" help:"set by Kubernetes in every pod: the API server, for the rollout wait"`
+	KubernetesPort      string        `env:"KUBERNETES_SERVICE_PORT" help:"set by Kubernetes in every pod: the API server's port"`
+	// WaitFor is ContractWaitFor parsed.
+	WaitFor []rollout.Workload `env:"-"`
+
+	BackfillSleep    time.Duration `env:"LOCKMIGRATE_BACKFILL_SLEEP" envDefault:"0" help:"least pause after each batch of a backfill (-- lockmigrate:backfill); a file's sleep= may ask for more"`
+	BackfillMaxLag   time.Duration `env:"LOCKMIGRATE_BACKFILL_MAX_LAG" envDefault:"0" help:"0 = off; pause a backfill's batches while a standby's replay_lag (pg_stat_replication, on the primary) exceeds this; needs pg_read_all_stats"`
+	BackfillProgress time.Duration `env:"LOCKMIGRATE_BACKFILL_PROGRESS" envDefault:"10s" help:"least time between two backfill progress events (rows, rows/s)"`
 
 	LogFormat string `env:"LOCKMIGRATE_LOG_FORMAT" envDefault:"json" oneof:"json,text" help:"log format (one event per line on stderr)"`
 	LogLevel  string `env:"LOCKMIGRATE_LOG_LEVEL" envDefault:"info" oneof:"debug,info,warn,error" help:"lowest level logged"`
@@ -262,6 +276,7 @@ func (c *Config) validate() []*Error {
 	errs = append(errs, c.validatePushgateway()...)
 	errs = append(errs, c.validateTenants()...)
 	errs = append(errs, c.validateLint()...)
+	errs = append(errs, c.validatePhase()...)
 	if c.DatabaseURL != "" && c.DatabaseURLFile != "" {
 		errs = append(errs, &Error{Var: "DATABASE_URL_FILE", Accept: "only one of DATABASE_URL and DATABASE_URL_FILE"})
 	}
@@ -412,6 +427,30 @@ func (c *Config) validateTenants() []*Error {
 		// A sharded run adds shard=<index> to its group itself.
 		errs = append(errs, &Error{Var: "LOCKMIGRATE_PUSHGATEWAY_GROUPING", Value: c.PushgatewayGrouping,
 			Accept: "labels other than shard with LOCKMIGRATE_SHARDS > 1 (each shard pushes to its own group, shard=<index>)"})
+	}
+	return errs
+}
+
+// validatePhase checks the phase settings and parses the workloads to
+// wait for into c.WaitFor.
+func (c *Config) validatePhase() []*Error {
+	var errs []*Error
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"LOCKMIGRATE_CONTRACT_WAIT_TIMEOUT", c.ContractWaitTimeout}, {"LOCKMIGRATE_BACKFILL_PROGRESS", c.BackfillProgress}} {
+		if d.v == 0 {
+			errs = append(errs, &Error{Var: d.name, Value: "0", Accept: "a positive Go duration such as 90s or 5m"})
+		}
+	}
+	var err error
+	if c.WaitFor, err = rollout.ParseWorkloads(c.ContractWaitFor); err != nil {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_CONTRACT_WAIT_FOR", Value: c.ContractWaitFor,
+			Accept: "comma-separated kind/name pairs, kind deployment or statefulset, e.g. deployment/web,statefulset/worker", Err: err})
+	}
+	if len(c.WaitFor) > 0 && c.Phase != "contract" {
+		errs = append(errs, &Error{Var: "LOCKMIGRATE_CONTRACT_WAIT_FOR", Value: c.ContractWaitFor,
+			Accept: "unset unless LOCKMIGRATE_PHASE=contract (only the post-rollout contract run waits for the rollout)"})
 	}
 	return errs
 }

@@ -21,7 +21,9 @@ func TestDefaults(t *testing.T) {
 		TerminationLog: "/dev/termination-log",
 		PushgatewayJob: "lockmigrate", PushgatewayTimeout: 5 * time.Second, Grouping: map[string]string{},
 		LogFormat: "json", LogLevel: "info", TenantConcurrency: 4, Shards: 1, Libpq: map[string]string{},
-		Lint: "warn", LintSmallTableRows: 10000, LintPGVersion: 14}
+		Lint: "warn", LintSmallTableRows: 10000, LintPGVersion: 14,
+		Phase: "all", ContractWaitTimeout: 5 * time.Minute, ServiceAccountDir: "/var/run/secrets/kubernetes.io/serviceaccount",
+		BackfillProgress: 10 * time.Second}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Fatalf("defaults = %+v, want %+v", *cfg, want)
 	}

@@ -30,7 +30,7 @@ var (
 	// failedRun's version needs escaping in the text format.
 	failedRun = Run{Version: "dev \"quoted\" back\\slash\nnewline", Outcome: "failed", ErrorKind: "validation",
 		Start: t0.Add(-500 * time.Millisecond), End: t0, ConnectAttempts: 2, LockTried: true, LockAcquired: true,
-		LockAttempts: 1, LockHeld: 20 * time.Millisecond, SchemaKnown: true, SchemaVersion: 20260101120000, Pending: 2}
+		LockAttempts: 1, LockHeld: 20 * time.Millisecond, SchemaKnown: true, SchemaVersion: 20260101120000, Pending: 2, PendingExpand: 1, PendingContract: 1}
 	tenantsRun = Run{Version: "v1.4.0", Outcome: "applied", Start: t0.Add(-90 * time.Second), End: t0,
 		ConnectAttempts: 1, ApplyTried: true, Applied: 21, LockTimeoutRetries: 2,
 		Tenants: &Tenants{Total: 10, Pending: 0, Failed: 0, Applied: 7}}

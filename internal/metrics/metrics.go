@@ -77,6 +77,12 @@ type Run struct {
 	// families (they describe one history table).
 	Tenants *Tenants
 
+	// PendingExpand and PendingContract count the pending migrations of
+	// each phase (with SchemaKnown): an expand run's Pending leaves out the
+	// contract files waiting for the post-rollout Job.
+	PendingExpand, PendingContract int
+	// Backfill is set by a run that worked on backfills.
+	Backfill *Backfill
 	// Lint is set by a run that linted its pending files
 	// (LOCKMIGRATE_LINT): only those push lint_findings, so the replicas
 	// that skip or find nothing pending never overwrite the count.
@@ -87,6 +93,15 @@ type Run struct {
 type LintFindings struct {
 	Errors, Warnings int
 }
+
+// Backfill sums what a run did of its backfills.
+type Backfill struct {
+	Rows, Batches int64
+	Duration      time.Duration
+}
+
+// Phases are the values of the phase label of migrations_pending_phase.
+var Phases = []string{"expand", "contract"}
 
 // Tenants counts the tenants of a multi-tenant run (its shard's, when
 // sharded).
@@ -125,6 +140,16 @@ func (fs *families) oneOf(name, help, label string, values []string, holds strin
 	*fs = append(*fs, g)
 }
 
+// byLabel is a family with one sample per value of label, values[i] for
+// labels[i].
+func (fs *families) byLabel(name, help, label string, labels []string, values []float64) {
+	g := prometheus.NewGaugeVec(gaugeOpts(name, help), []string{label})
+	for i, l := range labels {
+		g.WithLabelValues(l).Set(values[i])
+	}
+	*fs = append(*fs, g)
+}
+
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 func boolf(b bool) float64 {
@@ -146,7 +171,10 @@ func boolf(b bool) float64 {
 //   - runs that held it: lock_held_seconds;
 //   - runs that held it with work to do: migrations_applied,
 //     lock_timeout_retries;
-//   - runs that know the schema: schema_version, migrations_pending;
+//   - runs that know the schema: schema_version, migrations_pending,
+//     migrations_pending_phase{phase};
+//   - runs that ran a backfill: backfill_rows, backfill_batches,
+//     backfill_duration_seconds;
 //   - successful runs: last_success_timestamp_seconds;
 //   - failed runs: last_failure_timestamp_seconds, last_failure{kind};
 //   - multi-tenant runs: tenants_total, tenants_pending, tenants_failed,
@@ -179,6 +207,15 @@ func (r Run) Families() []prometheus.Collector {
 	if r.SchemaKnown {
 		fs.gauge("schema_version", "Highest applied migration version, as last confirmed.", float64(r.SchemaVersion))
 		fs.gauge("migrations_pending", "Migrations of the binary not yet applied, as last confirmed.", float64(r.Pending))
+	}
+	if r.SchemaKnown {
+		fs.byLabel("migrations_pending_phase", "Migrations of the binary not yet applied, per phase (expand: before the rollout; contract: after it), as last confirmed.",
+			"phase", Phases, []float64{float64(r.PendingExpand), float64(r.PendingContract)})
+	}
+	if b := r.Backfill; b != nil {
+		fs.gauge("backfill_rows", "Rows changed by backfill batches in the last run that ran a backfill.", float64(b.Rows))
+		fs.gauge("backfill_batches", "Backfill batches that changed rows in the last run that ran a backfill.", float64(b.Batches))
+		fs.gauge("backfill_duration_seconds", "Time the last run that ran a backfill spent in backfills, pauses included.", b.Duration.Seconds())
 	}
 	if t := r.Tenants; t != nil {
 		fs.gauge("tenants_total", "Tenants of the last multi-tenant run (of its shard).", float64(t.Total))

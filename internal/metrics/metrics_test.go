@@ -64,9 +64,16 @@ func TestFamiliesByRun(t *testing.T) {
 			r.Outcome, r.LockTried, r.LockAcquired, r.LockAttempts, r.SchemaKnown, r.ApplyTried, r.Applied = "applied", true, true, 1, true, true, 5
 			return r
 		}, []string{"last_success_timestamp_seconds", "lock_acquired", "lock_attempts", "lock_held_seconds", "lock_timeout_retries",
-			"lock_wait_seconds", "migrations_applied", "migrations_pending", "schema_version"}},
+			"lock_wait_seconds", "migrations_applied", "migrations_pending", "migrations_pending_phase", "schema_version"}},
 		{"up_to_date (fast path)", func(r Run) Run { r.Outcome, r.SchemaKnown = "up_to_date", true; return r },
-			[]string{"last_success_timestamp_seconds", "migrations_pending", "schema_version"}},
+			[]string{"last_success_timestamp_seconds", "migrations_pending", "migrations_pending_phase", "schema_version"}},
+		{"applied with a backfill", func(r Run) Run {
+			r.Outcome, r.LockTried, r.LockAcquired, r.LockAttempts, r.SchemaKnown, r.ApplyTried, r.Applied = "applied", true, true, 1, true, true, 1
+			r.Backfill = &Backfill{Rows: 1000, Batches: 10, Duration: time.Second}
+			return r
+		}, []string{"backfill_batches", "backfill_duration_seconds", "backfill_rows", "last_success_timestamp_seconds", "lock_acquired",
+			"lock_attempts", "lock_held_seconds", "lock_timeout_retries", "lock_wait_seconds", "migrations_applied", "migrations_pending",
+			"migrations_pending_phase", "schema_version"}},
 		{"skipped", func(r Run) Run {
 			r.Outcome, r.LockTried, r.LockConflict, r.LockAttempts = "skipped", true, true, 1
 			return r

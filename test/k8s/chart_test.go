@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 // renderChart runs helm template on chart with the given arguments (for
@@ -62,14 +63,16 @@ func TestChartRender(t *testing.T) {
 			for _, o := range objs {
 				t.Logf("%s: %s %s", o.source, o.kind, o.name)
 				switch o.obj.(type) {
-				case *batchv1.Job, *appsv1.Deployment, *corev1.ServiceAccount:
+				case *batchv1.Job, *appsv1.Deployment, *corev1.ServiceAccount, *rbacv1.Role, *rbacv1.RoleBinding:
 				default:
 					t.Errorf("%s: unexpected kind %s", o.source, o.kind)
 				}
 			}
 
-			jobs := only[*batchv1.Job](t, objs, btoi(v.bool("job.enabled")))
-			sas := only[*corev1.ServiceAccount](t, objs, btoi(v.bool("job.enabled") && v.bool("serviceAccount.create")))
+			pre, post := jobsByHook(t, objs)
+			jobs := exactly(t, "pre-upgrade Jobs", pre, btoi(v.bool("job.enabled")))
+			contractJobs := exactly(t, "contract Jobs", post, btoi(v.bool("job.enabled") && v.bool("contract.enabled")))
+			sas := exactly(t, "ServiceAccounts of the pre-upgrade Job", migrationSAs(objs), btoi(v.bool("job.enabled") && v.bool("serviceAccount.create")))
 			deps := only[*appsv1.Deployment](t, objs, btoi(v.bool("example.deployment.enabled")))
 			weight, err := strconv.Atoi(v.str("job.hookWeight"))
 			if err != nil {
@@ -82,6 +85,7 @@ func TestChartRender(t *testing.T) {
 				c := checkJob(t, what, job, v.str("job.onLocked"))
 				checkValuesEnv(t, what, v, job.Spec.Template.Spec, c, true)
 				checkShards(t, what, v, job)
+				checkPhase(t, what, c, expandPhase(v))
 				if got, want := *job.Spec.BackoffLimit, v.get("job.backoffLimit"); float64(got) != want {
 					t.Errorf("%s: backoffLimit %d, values %v", what, got, want)
 				}
@@ -95,6 +99,11 @@ func TestChartRender(t *testing.T) {
 				if len(sas) == 0 && sa != v.str("serviceAccount.name") && !(sa == "default" && v.str("serviceAccount.name") == "") {
 					t.Errorf("%s: serviceAccountName %q with serviceAccount.name=%q", what, sa, v.str("serviceAccount.name"))
 				}
+			}
+			for _, job := range contractJobs {
+				c := checkContractJob(t, v, job, contractRBAC(objs), jobs[0].Spec.Template.Spec.ServiceAccountName)
+				checkValuesEnv(t, "contract Job "+job.Name, v, job.Spec.Template.Spec, c, true)
+				checkShards(t, "contract Job "+job.Name, v, job)
 			}
 			for _, sa := range sas {
 				// Created before the Job, which runs before ordinary resources exist.
@@ -118,9 +127,22 @@ func TestChartRender(t *testing.T) {
 				checkContainer(t, what, ic, v.str("initContainer.onLocked"))
 				checkMounts(t, what, ps, ic)
 				checkValuesEnv(t, what, v, ps, ic, false)
+				checkPhase(t, what, ic, expandPhase(v))
 			}
 		})
 	}
+}
+
+// migrationSAs are the ServiceAccounts of the pre-upgrade Job (not the
+// contract Job's).
+func migrationSAs(objs []object) []*corev1.ServiceAccount {
+	var out []*corev1.ServiceAccount
+	for _, o := range objs {
+		if sa, ok := o.obj.(*corev1.ServiceAccount); ok && sa.Labels["app.kubernetes.io/component"] == "migration" {
+			out = append(out, sa)
+		}
+	}
+	return out
 }
 
 // checkValuesEnv checks that the container's environment carries the
@@ -192,6 +214,8 @@ func checkValuesEnv(t *testing.T, what string, v values, ps corev1.PodSpec, c co
 		"LOCKMIGRATE_LOCK_TIMEOUT":      "lockTimeout",
 		"LOCKMIGRATE_LOCK_RETRIES":      "lockRetries",
 		"LOCKMIGRATE_STATEMENT_TIMEOUT": "statementTimeout",
+		"LOCKMIGRATE_BACKFILL_SLEEP":    "backfillSleep",
+		"LOCKMIGRATE_BACKFILL_MAX_LAG":  "backfillMaxLag",
 		"LOCKMIGRATE_LOG_FORMAT":        "logFormat",
 		"LOCKMIGRATE_LOG_LEVEL":         "logLevel",
 	} {
@@ -309,6 +333,12 @@ func TestChartSchemaRejectsTypos(t *testing.T) {
 		{"tenants.concurrency=257", "concurrency"},
 		{"tenants.shards=0", "shards"},
 		{"tenants.failFast=maybe", "failFast"},
+		{"contract.waitfor={deployment/web}", "waitfor"},
+		{"contract.waitFor={daemonset/agent}", "waitFor"},
+		{"contract.waitFor={deployment/Web}", "waitFor"},
+		{"contract.waitTimeout=soon", "waitTimeout"},
+		{"contract.rbac.enabled=true", "enabled"},
+		{"config.backfillSleep=a while", "backfillSleep"},
 	} {
 		t.Run(c.set, func(t *testing.T) {
 			t.Parallel()
@@ -379,10 +409,15 @@ func TestAppChart(t *testing.T) {
 	objs := renderChart(t, dir)
 	v := loadValues(t, filepath.Join(chartDir, "values.yaml"))
 	mergeInto(v, loadValues(t, "testdata/app-chart/values.yaml").get("lockmigrate").(map[string]any))
-	job := only[*batchv1.Job](t, objs, 1)[0]
+	pre, post := jobsByHook(t, objs)
+	job := exactly(t, "pre-upgrade Jobs", pre, 1)[0]
 	checkHookAnnotations(t, "Job "+job.Name, job.Annotations, 0, jobDeletePolicy)
 	c := checkJob(t, "Job "+job.Name, job, "wait")
 	checkValuesEnv(t, "Job "+job.Name, v, job.Spec.Template.Spec, c, true)
+	checkPhase(t, "Job "+job.Name, c, "expand")
+	cj := exactly(t, "contract Jobs", post, 1)[0]
+	cc := checkContractJob(t, v, cj, contractRBAC(objs), job.Spec.Template.Spec.ServiceAccountName)
+	checkValuesEnv(t, "contract Job "+cj.Name, v, cj.Spec.Template.Spec, cc, true)
 
 	dep := only[*appsv1.Deployment](t, objs, 1)[0]
 	ps := dep.Spec.Template.Spec
@@ -391,6 +426,7 @@ func TestAppChart(t *testing.T) {
 	}
 	ic := ps.InitContainers[0]
 	checkContainer(t, "Deployment "+dep.Name, ic, "wait")
+	checkPhase(t, "Deployment "+dep.Name, ic, "expand")
 	checkMounts(t, "Deployment "+dep.Name, ps, ic)
 	checkValuesEnv(t, "Deployment "+dep.Name, v, ps, ic, false)
 	checkRestricted(t, "Deployment "+dep.Name, ps)

@@ -61,7 +61,7 @@ func TestDeployManifests(t *testing.T) {
 		byFile[filepath.Base(f)] = objs
 		all = append(all, objs...)
 	}
-	for _, want := range []string{"job.yaml", "deployment-with-init-container.yaml", "secret.example.yaml"} {
+	for _, want := range []string{"job.yaml", "contract-job.yaml", "deployment-with-init-container.yaml", "secret.example.yaml"} {
 		if _, ok := byFile[want]; !ok {
 			t.Fatalf("deploy/%s missing", want)
 		}
@@ -92,11 +92,17 @@ func TestDeployManifests(t *testing.T) {
 	wait := func(c corev1.Container) string { e, _ := envOf(c, "LOCKMIGRATE_WAIT_TIMEOUT"); return e.Value }
 	chart := renderChart(t, chartDir, "--set", "database.existingSecret="+secret.Name+
 		",config.waitTimeout="+wait(jc)+",example.deployment.enabled=true")
-	cjob := only[*batchv1.Job](t, chart, 1)[0]
+	pre, _ := jobsByHook(t, chart)
+	cjob := exactly(t, "pre-upgrade Jobs", pre, 1)[0]
 	sameJob(t, cjob, job)
 	sameContainer(t, "deploy/job.yaml", cjob.Spec.Template.Spec.Containers[0], jc)
+	checkPhase(t, "deploy/job.yaml", jc, "expand")
+	checkPhase(t, "deploy/deployment-with-init-container.yaml", ic, "expand")
+	checkDeployContract(t, byFile["contract-job.yaml"], secret, dep.Name)
+	// The init container as the chart renders it with phases on (the
+	// default: its contract Job runs after the rollout).
 	chart = renderChart(t, chartDir, "--set", "database.existingSecret="+secret.Name+
-		",config.waitTimeout="+wait(ic)+",job.enabled=false,example.deployment.enabled=true")
+		",config.waitTimeout="+wait(ic)+",example.deployment.enabled=true")
 	cdep := only[*appsv1.Deployment](t, chart, 1)[0]
 	sameContainer(t, "deploy/deployment-with-init-container.yaml", cdep.Spec.Template.Spec.InitContainers[0], ic)
 	if !equality.Semantic.DeepEqual(cdep.Spec.Template.Spec.SecurityContext, ps.SecurityContext) {

@@ -18,7 +18,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
@@ -47,7 +46,8 @@ func TestEndToEnd(t *testing.T) {
 			path := filepath.Join(chartDir, "ci", file)
 			v := loadValues(t, filepath.Join(chartDir, "values.yaml"), path)
 			objs := renderChart(t, chartDir, "-f", path, "--set", "example.deployment.enabled=true")
-			job := only[*batchv1.Job](t, objs, 1)[0]
+			pre, _ := jobsByHook(t, objs)
+			job := exactly(t, "pre-upgrade Jobs", pre, 1)[0]
 			dep := only[*appsv1.Deployment](t, objs, 1)[0]
 			for _, target := range []struct {
 				name string

@@ -128,14 +128,31 @@ lockmigrate.literalEnv: env entries with literal values from a list of
 {{/*
 lockmigrate.env: the container's environment. Context: dict "root" <chart
 context> "onLocked" skip|wait, and optionally "waitTimeout" (overrides
-config.waitTimeout) and "sharded" (true for the hook Job: LOCKMIGRATE_SHARDS
-with tenants.shards; JOB_COMPLETION_INDEX comes from Kubernetes).
+config.waitTimeout), "sharded" (true for the hook Job: LOCKMIGRATE_SHARDS
+with tenants.shards; JOB_COMPLETION_INDEX comes from Kubernetes) and "phase"
+(LOCKMIGRATE_PHASE; contract adds the rollout wait of contract.waitFor).
 */}}
 {{- define "lockmigrate.env" -}}
 {{- $v := .root.Values }}
 {{- $db := $v.database }}
 - name: LOCKMIGRATE_ON_LOCKED
   value: {{ .onLocked | quote }}
+{{- with .phase }}
+# expand: before the rollout (pre-upgrade Job, init containers); contract:
+# after it (the post-install/post-upgrade Job).
+- name: LOCKMIGRATE_PHASE
+  value: {{ . | quote }}
+{{- end }}
+{{- if eq (toString .phase) "contract" }}
+{{- with $v.contract.waitFor }}
+- name: LOCKMIGRATE_CONTRACT_WAIT_FOR
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with $v.contract.waitTimeout }}
+- name: LOCKMIGRATE_CONTRACT_WAIT_TIMEOUT
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
 # Recorded as applied_by and sent as application_name (lockmigrate/<pod>).
 - name: POD_NAME
   valueFrom:
@@ -189,6 +206,8 @@ with tenants.shards; JOB_COMPLETION_INDEX comes from Kubernetes).
       (list "LOCKMIGRATE_LOCK_TIMEOUT" $c.lockTimeout)
       (list "LOCKMIGRATE_LOCK_RETRIES" $c.lockRetries)
       (list "LOCKMIGRATE_STATEMENT_TIMEOUT" $c.statementTimeout)
+      (list "LOCKMIGRATE_BACKFILL_SLEEP" $c.backfillSleep)
+      (list "LOCKMIGRATE_BACKFILL_MAX_LAG" $c.backfillMaxLag)
       (list "LOCKMIGRATE_LOG_FORMAT" $c.logFormat)
       (list "LOCKMIGRATE_LOG_LEVEL" $c.logLevel)) }}
 {{- if $c.allowOutOfOrder }}
@@ -285,7 +304,7 @@ must include these in its volumes. Context: the chart context.
 {{/*
 lockmigrate.container: the lockmigrate container (a mapping, not a list
 item). Context: dict "root" <chart context> "name" NAME "onLocked" skip|wait
-and optionally "waitTimeout" and "sharded".
+and optionally "waitTimeout", "sharded" and "phase" (expand|contract).
 The image's entrypoint runs `lockmigrate migrate`; no command or args.
 */}}
 {{- define "lockmigrate.container" -}}
@@ -294,7 +313,7 @@ name: {{ .name }}
 image: {{ include "lockmigrate.image" .root | quote }}
 imagePullPolicy: {{ $v.image.pullPolicy }}
 env:
-  {{- include "lockmigrate.env" (dict "root" .root "onLocked" .onLocked "waitTimeout" .waitTimeout "sharded" .sharded) | trim | nindent 2 }}
+  {{- include "lockmigrate.env" (dict "root" .root "onLocked" .onLocked "waitTimeout" .waitTimeout "sharded" .sharded "phase" .phase) | trim | nindent 2 }}
 {{- with include "lockmigrate.volumeMounts" .root | trim }}
 volumeMounts:
   {{- . | nindent 2 }}
@@ -324,7 +343,29 @@ depends on this chart:
         {{- include "lockmigrate.volumes" .Subcharts.lockmigrate | nindent 8 }}
 */}}
 {{- define "lockmigrate.initContainer" -}}
-{{ include "lockmigrate.containerItem" (dict "root" . "name" .Values.initContainer.name "onLocked" .Values.initContainer.onLocked) }}
+{{ include "lockmigrate.containerItem" (dict "root" . "name" .Values.initContainer.name "onLocked" .Values.initContainer.onLocked "phase" (include "lockmigrate.expandPhase" .)) }}
+{{- end }}
+
+{{/*
+lockmigrate.expandPhase: the phase of the pre-upgrade Job and the init
+containers: "expand" when the contract Job runs the contract files after
+the rollout, else empty (LOCKMIGRATE_PHASE unset: every file, in order).
+*/}}
+{{- define "lockmigrate.expandPhase" -}}
+{{- if and .Values.job.enabled .Values.contract.enabled }}expand{{ end }}
+{{- end }}
+
+{{/*
+lockmigrate.contractServiceAccountName: the contract Job's ServiceAccount:
+its own, allowed to read the workloads it waits for, when contract.waitFor
+is set; else the pre-upgrade Job's.
+*/}}
+{{- define "lockmigrate.contractServiceAccountName" -}}
+{{- if .Values.contract.waitFor }}
+{{- default (printf "%s-contract" (include "lockmigrate.fullname" . | trunc 54 | trimSuffix "-")) .Values.contract.serviceAccountName }}
+{{- else }}
+{{- include "lockmigrate.serviceAccountName" . }}
+{{- end }}
 {{- end }}
 
 {{/*
