@@ -91,7 +91,7 @@ func TestFamiliesByRun(t *testing.T) {
 			r.Lint = &LintFindings{Errors: 1, Warnings: 2}
 			return r
 		}, []string{"last_failure", "last_failure_timestamp_seconds", "lint_findings", "lock_acquired", "lock_attempts", "lock_held_seconds",
-			"lock_wait_seconds", "migrations_pending", "schema_version"}},
+			"lock_wait_seconds", "migrations_pending", "migrations_pending_phase", "schema_version"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
