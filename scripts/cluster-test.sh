@@ -38,7 +38,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
 
 command -v go >/dev/null 2>&1 || die "go not found in PATH"
-[ "$(id -u)" -eq 0 ] || die "the cluster tests need root (scripts/k8s-cluster.sh)"
+[ "$(id -u)" -eq 0 ] ||
+	die "the cluster tests need root (a bridge, network namespaces, mounts); make test skips them with CLUSTER_TEST=0"
 
 missing=()
 if [ -n "${PG_BIN:-}" ]; then

@@ -39,8 +39,13 @@
 # down (also run when up fails half way) stops the kubelet's pods through
 # the API, then every process by its recorded PID (SIGTERM, then SIGKILL),
 # the containerd shims serving this cluster's socket, leftover pod network
-# namespaces on the bridge, the bridge, every mount under the directory,
-# and removes the directory.
+# namespaces, the bridge, every mount under the directory, and removes the
+# directory; then what the kubelet, containerd and runc create outside it
+# whatever they are told (/var/lib/kubelet, /run/containerd,
+# /var/log/containers, /var/lib/cni, the k8s.io cgroups), if they did not
+# exist before up and no other cluster of this script runs. up first tears
+# down the clusters of runs that were killed before their down (none of
+# their processes runs).
 #
 # env prints:
 #   LOCKMIGRATE_CLUSTER_DIR       the cluster's directory (logs/ holds each process's log)
@@ -453,17 +458,40 @@ start_node() {
 	wait_for "the default ServiceAccount" 60 kubectl_ get serviceaccount default
 }
 
+# sweep_stale: tear down the clusters left by a run that was killed before
+# its down: a directory none of whose processes (nor the up that made it)
+# runs any more.
+sweep_stale() {
+	local dir f pid alive
+	for dir in /tmp/lmk8s.*; do
+		[ -f "$dir/state" ] || continue
+		alive=false
+		pid=$(sed -n 's/^UP_PID=//p' "$dir/state")
+		[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && alive=true
+		for f in "$dir"/pids/*; do
+			[ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && alive=true
+		done
+		$alive && continue
+		log "removing the stale cluster in $dir (none of its processes runs)"
+		(cmd_down "$dir") || true
+	done
+}
+
 cmd_up() {
 	[ "$(id -u)" -eq 0 ] || die "the cluster needs root (a bridge, network namespaces, mounts)"
 	need_packages
 	ensure_binaries
+	sweep_stale
 	D=$(mktemp -d /tmp/lmk8s.XXXXXX)
 	chmod 755 "$D"
 	mkdir -p "$D/logs" "$D/pids"
 	: >"$D/state"
+	record "UP_PID=$$"
 	local ok=false
 	# shellcheck disable=SC2064
 	trap "\$ok || { log 'up failed: tearing down $D'; cmd_down '$D' || true; }" EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
 	local t0=$SECONDS n
 	n=$(pick_subnet)
 	BRIDGE=lmk8s-${D##*.}
@@ -486,7 +514,7 @@ cmd_up() {
 	start_control_plane
 	start_node
 	ok=true
-	trap - EXIT
+	trap - EXIT INT TERM
 	log "cluster up in $((SECONDS - t0)) s: node $NODE Ready, Kubernetes $("$BIN/kubectl" --kubeconfig "$D/admin.kubeconfig" version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -n1)"
 	print_env
 }
