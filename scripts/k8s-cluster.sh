@@ -507,7 +507,11 @@ cmd_up() {
 		record "$v=${!v}"
 	done
 	log "cluster directory $D; pod network $SUBNET on bridge $BRIDGE (gateway $GATEWAY)"
-	ip link add "$BRIDGE" type bridge
+	# An address of its own (locally administered): a bridge without one
+	# takes the lowest of its ports' addresses, so each pod that comes or
+	# goes could change the gateway's MAC under the other pods' ARP caches,
+	# and their packets would be lost for seconds.
+	ip link add "$BRIDGE" address "$(printf '02:6c:6d:%02x:%02x:%02x' "$n" $((RANDOM % 256)) $((RANDOM % 256)))" type bridge
 	ip addr add "$GATEWAY/24" dev "$BRIDGE"
 	ip link set "$BRIDGE" up
 	write_configs

@@ -96,7 +96,7 @@ type session struct {
 
 // waitSession polls pg_stat_activity (there is nothing to wait on) until a
 // session of this database whose application_name starts with prefix and
-// whose query contains queryPart (empty: any) exists.
+// whose current or last query contains queryPart exists.
 func waitSession(t testing.TB, db *pgx.Conn, prefix, queryPart string, timeout time.Duration) session {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -114,7 +114,7 @@ func waitSession(t testing.TB, db *pgx.Conn, prefix, queryPart string, timeout t
 			t.Fatalf("pg_stat_activity: %v", err)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no session %s* running %q after %s", prefix, queryPart, timeout)
+			t.Fatalf("no session %s* with a query like %q after %s", prefix, queryPart, timeout)
 		}
 		<-tick.C
 	}

@@ -195,14 +195,29 @@ func testUpgrade(t *testing.T, s *shop) {
 	assertAuditOnce(t, s.db, "public", 6)
 	appliedAt := h[5].appliedAt
 
+	first, last := s.checkNewPods(t, old, appliedAt)
+	s.checkOldPods(t, old)
+	if m := minReady(); m < replicas-1 {
+		t.Fatalf("during the rollout only %d pods were ready, want at least %d (maxUnavailable 25%%)", m, replicas-1)
+	}
+	summary(t, "helm upgrade --wait %s; hook Job applied 6 at %s; %d new pods created %s-%s after it, "+
+		"init containers up_to_date at schema 6, exit 0; old pods: 0 restarts, all deleted, ready replicas never below %d/%d",
+		ms(res.elapsed), appliedAt.Format("15:04:05.000"), replicas, ms(first), ms(last), minReady(), replicas)
+}
+
+// checkNewPods checks the pods of the new ReplicaSet: each created after
+// the hook applied 6 at appliedAt, its init container exited 0 finding the
+// schema current, nothing restarted. It returns how long after appliedAt
+// the first and the last of them appeared.
+func (s *shop) checkNewPods(t *testing.T, old map[types.UID]string, appliedAt time.Time) (first, last time.Duration) {
+	t.Helper()
 	newPods := s.r.podsOf(func(p *corev1.Pod) bool {
 		_, isOld := old[p.UID]
 		return !isOld && p.Labels["app.kubernetes.io/component"] == "example-app"
 	})
-	if len(newPods) < replicas {
-		t.Fatalf("%d new pods, want at least %d", len(newPods), replicas)
+	if len(newPods) != replicas {
+		t.Fatalf("%d new pods, want %d", len(newPods), replicas)
 	}
-	var first, last time.Duration
 	for i, rec := range newPods {
 		p := rec.pod
 		// creationTimestamp has whole seconds; the recorder saw the pod at
@@ -217,12 +232,20 @@ func testUpgrade(t *testing.T, s *shop) {
 				p.Name, st.ExitCode, msg.Outcome, msg.SchemaVersion)
 		}
 		assertNoRestarts(t, p)
-		if d := rec.firstSeen.Sub(appliedAt); i == 0 || d < first {
+		d := rec.firstSeen.Sub(appliedAt)
+		if i == 0 || d < first {
 			first = d
 		}
-		last = max(last, rec.firstSeen.Sub(appliedAt))
+		last = max(last, d)
 	}
-	// helm --wait returns once the new pods are ready; the old ones go.
+	return first, last
+}
+
+// checkOldPods waits for the old ReplicaSet's pods to go (helm --wait
+// returns once the new ones are ready) and checks that none of their
+// containers ever restarted.
+func (s *shop) checkOldPods(t *testing.T, old map[types.UID]string) {
+	t.Helper()
 	s.r.waitFor(t, time.Minute, "the old pods to be deleted", func(r *recorder) bool {
 		for uid := range old {
 			if rec := r.pods[uid]; rec == nil || !rec.deleted {
@@ -231,16 +254,9 @@ func testUpgrade(t *testing.T, s *shop) {
 		}
 		return true
 	})
-	oldRestarts := s.restartsOf(old)
-	if oldRestarts != 0 {
-		t.Fatalf("pods of the old ReplicaSet restarted %d times", oldRestarts)
+	if n := s.restartsOf(old); n != 0 {
+		t.Fatalf("pods of the old ReplicaSet restarted %d times", n)
 	}
-	if m := minReady(); m < replicas-1 {
-		t.Fatalf("during the rollout only %d pods were ready, want at least %d (maxUnavailable 25%%)", m, replicas-1)
-	}
-	summary(t, "helm upgrade --wait %s; hook Job applied 6 at %s; %d new pods created %s-%s after it, "+
-		"init containers up_to_date at schema 6, exit 0; old pods: 0 restarts, all deleted, ready replicas never below %d/%d",
-		ms(res.elapsed), appliedAt.Format("15:04:05.000"), len(newPods), ms(first), ms(last), minReady(), replicas)
 }
 
 // trackReady starts counting the Deployment's ready pods (ready, not being

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,9 +44,10 @@ func TestSIGTERM(t *testing.T) {
 	// A: the hook Job's pod, asleep in 0006 (after 1-5), holding the lock.
 	a := waitSession(t, db, "lockmigrate/"+rel+"-lockmigrate-", "pg_sleep", 2*time.Minute)
 	podA := strings.TrimPrefix(a.appName, "lockmigrate/")
-	// B: the chart's Job rendered for another release, waiting for the lock.
+	// B: the chart's Job rendered for another release, waiting for the lock
+	// (its session's last query tried it: A holds it).
 	createJob(t, ns, renderJob(t, waiter, ns, v))
-	b := waitSession(t, db, "lockmigrate/"+waiter+"-lockmigrate-", "", 2*time.Minute)
+	b := waitSession(t, db, "lockmigrate/"+waiter+"-lockmigrate-", "pg_try_advisory_lock", 2*time.Minute)
 
 	if _, err := db.Exec(ctx, `UPDATE cluster_test_gate SET seconds = 0`); err != nil {
 		t.Fatal(err)
@@ -54,6 +56,23 @@ func TestSIGTERM(t *testing.T) {
 	if err := kc.CoreV1().Pods(ns).Delete(ctx, podA, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete pod %s: %v", podA, err)
 	}
+	msgA := checkInterrupted(t, r, podA)
+	podB, msgB := checkTookOver(t, r, waiter+"-lockmigrate", since)
+	res := waitHelm(t, done, 3*time.Minute)
+	if res.err != nil {
+		t.Fatalf("helm install failed: %v", res.err)
+	}
+	retry := hookRetried(t, r, rel+"-lockmigrate", since, podA)
+	h := checkRolledBack(t, db, a, podB)
+	summary(t, "hook pod deleted asleep in 0006: exit 143 (%s), its INSERT rolled back, lock released; waiting Job "+
+		"(backend %d) got the lock after %d ms of waiting and applied 6 %s after the delete; hook Job retried (%s); "+
+		"helm install %s", msgA.Error, b.pid, msgB.LockWaitMS, ms(h[5].appliedAt.Sub(deleted)), retry, ms(res.elapsed))
+}
+
+// checkInterrupted checks that the deleted pod stopped on SIGTERM with
+// exit 143 and 0006 not applied, and that it released the lock.
+func checkInterrupted(t testing.TB, r *recorder, podA string) termination {
+	t.Helper()
 	pa := terminatedPod(t, r, time.Minute, "pod "+podA+" to stop", "lockmigrate",
 		func(p *corev1.Pod) bool { return p.Name == podA })
 	stA, msgA := terminated(t, pa, "lockmigrate")
@@ -64,20 +83,34 @@ func TestSIGTERM(t *testing.T) {
 	if logA := r.logOf(pa.UID, "lockmigrate"); !strings.Contains(logA, `"msg":"advisory lock released"`) {
 		t.Fatalf("pod %s's log does not say it released the lock:\n%s", podA, logA)
 	}
+	return msgA
+}
 
-	jobB := finishedJob(t, r, waiter+"-lockmigrate", since, 2*time.Minute)
+// checkTookOver checks that the waiting Job waited for the lock, then got
+// it and applied 0006.
+func checkTookOver(t testing.TB, r *recorder, job string, since time.Time) (*corev1.Pod, termination) {
+	t.Helper()
+	jobB := finishedJob(t, r, job, since, 2*time.Minute)
 	podB := onlyPod(t, r, jobB)
 	stB, msgB := terminated(t, podB, "lockmigrate")
-	if jobCondition(jobB, batchv1.JobComplete) == nil || stB.ExitCode != 0 || msgB.Outcome != "applied" || len(msgB.Applied) != 1 {
-		t.Fatalf("waiting Job: %s; pod %s exit %d, outcome %s, applied %v; want applied [6]",
-			conditions(jobB), podB.Name, stB.ExitCode, msgB.Outcome, msgB.Applied)
+	if jobCondition(jobB, batchv1.JobComplete) == nil || stB.ExitCode != 0 || msgB.Outcome != "applied" ||
+		!slices.Equal(msgB.Applied, []int64{6}) || msgB.LockWaitMS <= 0 {
+		t.Fatalf("waiting Job: %s; pod %s exit %d, outcome %s, applied %v, waited %d ms; want applied [6] after a wait",
+			conditions(jobB), podB.Name, stB.ExitCode, msgB.Outcome, msgB.Applied, msgB.LockWaitMS)
 	}
-	res := waitHelm(t, done, 3*time.Minute)
-	if res.err != nil {
-		t.Fatalf("helm install failed: %v", res.err)
+	if logB := r.logOf(podB.UID, "lockmigrate"); !strings.Contains(logB, `"msg":"advisory lock held elsewhere, waiting"`) {
+		t.Fatalf("pod %s's log does not show it waiting for the lock:\n%s", podB.Name, logB)
 	}
-	retry := hookRetried(t, r, rel+"-lockmigrate", since, podA)
+	return podB, msgB
+}
 
+// checkRolledBack checks the database after the take-over: 1-5 applied by
+// the deleted pod, 6 by the waiting Job's, each once; no audit row of 0006
+// from the deleted pod's backend (its transaction was rolled back); no
+// advisory lock left. It returns the history.
+func checkRolledBack(t testing.TB, db *pgx.Conn, a session, podB *corev1.Pod) []historyRow {
+	t.Helper()
+	podA := strings.TrimPrefix(a.appName, "lockmigrate/")
 	h := history(t, db, "public")
 	assertHistory(t, h, 6, func(v int64) string {
 		if v == 6 {
@@ -92,9 +125,7 @@ func TestSIGTERM(t *testing.T) {
 	if n := advisoryLocks(t, db); n != 0 {
 		t.Fatalf("%d advisory locks left", n)
 	}
-	summary(t, "hook pod deleted asleep in 0006: exit 143 (%s), its INSERT rolled back; waiting Job (backend %d) "+
-		"got the lock after %d ms of waiting and applied 6 %s after the delete; hook Job retried (%s); helm install %s",
-		msgA.Error, b.pid, msgB.LockWaitMS, ms(h[5].appliedAt.Sub(deleted)), retry, ms(res.elapsed))
+	return h
 }
 
 // hookRetried checks that the hook Job completed with a second pod after the
