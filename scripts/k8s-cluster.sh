@@ -42,10 +42,10 @@
 # namespaces, the bridge, every mount under the directory, and removes the
 # directory; then what the kubelet, containerd and runc create outside it
 # whatever they are told (/var/lib/kubelet, /run/containerd,
-# /var/log/containers, /var/lib/cni, the k8s.io cgroups), if they did not
-# exist before up and no other cluster of this script runs. up first tears
-# down the clusters of runs that were killed before their down (none of
-# their processes runs).
+# /var/log/containers, /var/lib/cni, the k8s.io cgroups) when a cluster of
+# this script created them (listed in /tmp/lmk8s-host-dirs) and no other one
+# runs. up first tears down the clusters of runs that were killed before
+# their down (none of their processes runs). Two clusters may run at once.
 #
 # env prints:
 #   LOCKMIGRATE_CLUSTER_DIR       the cluster's directory (logs/ holds each process's log)
@@ -499,11 +499,8 @@ cmd_up() {
 	SUBNET=10.233.$n.0/24
 	GATEWAY=10.233.$n.1
 	ETCD_PORT=$(free_port) ETCD_PEER_PORT=$(free_port) API_PORT=$(free_port) KUBELET_PORT=$(free_port)
-	NEW_HOST_DIRS=""
-	for v in "${HOST_DIRS[@]}"; do [ -e "$v" ] || NEW_HOST_DIRS+=" $v"; done
-	NEW_CGROUP_DIRS=0
-	[ -e /sys/fs/cgroup/memory/k8s.io ] || NEW_CGROUP_DIRS=1
-	for v in BIN BRIDGE CNI_NET SUBNET GATEWAY ETCD_PORT ETCD_PEER_PORT API_PORT KUBELET_PORT NEW_HOST_DIRS NEW_CGROUP_DIRS; do
+	mark_host_dirs
+	for v in BIN BRIDGE CNI_NET SUBNET GATEWAY ETCD_PORT ETCD_PEER_PORT API_PORT KUBELET_PORT; do
 		record "$v=${!v}"
 	done
 	log "cluster directory $D; pod network $SUBNET on bridge $BRIDGE (gateway $GATEWAY)"
@@ -513,6 +510,8 @@ cmd_up() {
 	# and their packets would be lost for seconds.
 	ip link add "$BRIDGE" address "$(printf '02:6c:6d:%02x:%02x:%02x' "$n" $((RANDOM % 256)) $((RANDOM % 256)))" type bridge
 	ip addr add "$GATEWAY/24" dev "$BRIDGE"
+	# IPv4 only: no IPv6 link-local chatter from the host on the bridge.
+	[ -w "/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" ] && echo 1 >"/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6"
 	ip link set "$BRIDGE" up
 	write_configs
 	start_control_plane
@@ -636,25 +635,38 @@ unmount_all() {
 
 # HOST_DIRS: what the kubelet, containerd and libcni create outside the
 # cluster directory whatever they are told (the device plugin socket, the
-# shim sockets, container log links, the CNI result cache).
+# shim sockets, container log links, the CNI result cache), and K8S_CGROUPS
+# the cgroups runc makes the containers' parents (cgroupsPerQOS is off).
+# HOST_MARK lists those that a cluster of this script found missing and so
+# created; the last cluster to go removes them.
 HOST_DIRS=(/var/lib/kubelet /run/containerd /var/log/containers /var/lib/cni)
+K8S_CGROUPS=/sys/fs/cgroup/memory/k8s.io
+HOST_MARK=/tmp/lmk8s-host-dirs
 
-# remove_host_dirs: those of HOST_DIRS that did not exist before up (state
-# NEW_HOST_DIRS), unless another cluster of this script is running.
+# mark_host_dirs: add the missing HOST_DIRS and K8S_CGROUPS to HOST_MARK.
+mark_host_dirs() {
+	local dir
+	for dir in "${HOST_DIRS[@]}" "$K8S_CGROUPS"; do
+		[ -e "$dir" ] || echo "$dir" >>"$HOST_MARK"
+	done
+}
+
+# remove_host_dirs: what HOST_MARK lists, unless another cluster of this
+# script is running. The cgroups go with rmdir, which removes only empty
+# ones.
 remove_host_dirs() {
 	local other dir
 	for other in /tmp/lmk8s.*/state; do
 		[ -f "$other" ] && return 0
 	done
-	for dir in ${NEW_HOST_DIRS:-}; do
-		rm -rf "$dir"
+	[ -f "$HOST_MARK" ] || return 0
+	for dir in $(sort -u "$HOST_MARK"); do
+		case $dir in
+		"$K8S_CGROUPS") rmdir /sys/fs/cgroup/*/k8s.io 2>/dev/null || true ;;
+		*) rm -rf "$dir" ;;
+		esac
 	done
-	# runc puts the containers' cgroups under k8s.io/ at the root of each
-	# hierarchy (cgroupsPerQOS is off); rmdir removes the parents only if
-	# empty.
-	if [ "${NEW_CGROUP_DIRS:-0}" = 1 ]; then
-		rmdir /sys/fs/cgroup/*/k8s.io 2>/dev/null || true
-	fi
+	rm -f "$HOST_MARK"
 }
 
 cmd_down() {
