@@ -97,7 +97,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 info "$((SECONDS - t0)) s"
 
-cmd=(go test -race -count=1 -timeout 20m -v "$@" ./...)
+# The scenarios mostly wait on the cluster: all at once, not GOMAXPROCS (2).
+cmd=(go test -race -count=1 -timeout 20m -parallel 8 -v "$@" ./...)
 step "${cmd[*]} (test/cluster; summary below, full log on failure)"
 t0=$SECONDS
 if ! (cd test/cluster && "${cmd[@]}") >"$log" 2>&1; then
@@ -109,6 +110,6 @@ if ! (cd test/cluster && "${cmd[@]}") >"$log" 2>&1; then
 	done
 	exit 1
 fi
-grep -E '^(--- |ok |PASS|FAIL)' "$log" | indent
+grep -E '^(cluster: |--- |ok |PASS|FAIL)' "$log" | indent
 sed -n '/==== cluster summary ====/,$p' "$log" | grep -vE '^(PASS|ok )' | indent
 info "cluster tests: $((SECONDS - t0)) s"

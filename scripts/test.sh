@@ -118,7 +118,7 @@ if [ "$#" -eq 0 ]; then
 	# The chart on a real single-node cluster (scripts/cluster-test.sh): etcd,
 	# the control plane, containerd and the kubelet as processes on loopback,
 	# the Kubernetes binaries built once (~8 minutes on 2 cores) and cached;
-	# then about 1.5 minutes. CLUSTER_TEST=0 skips it, but not in CI.
+	# then under a minute. CLUSTER_TEST=0 skips it, but not in CI.
 	if [ "${CLUSTER_TEST:-1}" != 0 ]; then
 		bash scripts/cluster-test.sh
 	elif [ "${CI:-}" = true ]; then
