@@ -30,7 +30,9 @@
 # Environment:
 #   CLUSTER_TEST_KEEP=1  leave the cluster running afterwards (prints how to
 #                        use it and how to remove it)
-#   HELM, HELM_VERSION, LOCKMIGRATE_BIN, K8S_VERSION, LOCKMIGRATE_K8S_CACHE, PG_BIN
+#   HELM, HELM_VERSION, LOCKMIGRATE_BIN  as for scripts/k8s-test.sh
+#   LOCKMIGRATE_K8S_CACHE, LOCKMIGRATE_CLUSTER_TRACE  as for scripts/k8s-cluster.sh
+#   PG_BIN               PostgreSQL 15 server binaries
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

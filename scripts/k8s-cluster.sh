@@ -15,8 +15,8 @@
 #
 # What runs, all on loopback, from a fresh directory /tmp/lmk8s.XXXXXX:
 #   - etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager,
-#     kube-scheduler and the kubelet (Kubernetes $K8S_VERSION, built from the
-#     k8s.io/kubernetes module by test/cluster/kube, cached), containerd with
+#     kube-scheduler and the kubelet (built from the k8s.io/kubernetes module
+#     pinned by test/cluster/kube, cached), containerd with
 #     runc (Debian's), each a process of its own whose PID is recorded;
 #   - static bearer tokens for the clients, AlwaysAllow authorisation, the
 #     API server's self-signed serving certificate; service CIDR
@@ -58,10 +58,13 @@
 #   LOCKMIGRATE_CLUSTER_PAUSE_IMAGE  the pause image (usable as a placeholder container)
 #   CONTAINERD_ADDRESS, CONTAINERD_NAMESPACE  for ctr
 #
+# The Kubernetes version is the one test/cluster/kube/go.mod requires
+# (v1.34.4); the binaries are cached per version and rebuilt when that
+# module, the build command or Go changes.
+#
 # Environment:
-#   K8S_VERSION        Kubernetes version to build (default v1.34.4; must match
-#                      test/cluster/kube/go.mod)
-#   LOCKMIGRATE_K8S_CACHE  binary cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/lockmigrate-k8s)
+#   LOCKMIGRATE_K8S_CACHE      binary cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/lockmigrate-k8s)
+#   LOCKMIGRATE_CLUSTER_TRACE=1  timestamped progress of up and down
 #
 # Needs root (network namespaces, mounts, a bridge). Missing Debian packages
 # are installed with apt.
@@ -71,8 +74,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
 
-K8S_VERSION=${K8S_VERSION:-v1.34.4}
 KUBE_MOD=$REPO/test/cluster/kube
+# The version test/cluster/kube/go.mod requires.
+K8S_VERSION=$(sed -n 's|^[[:space:]]*k8s.io/kubernetes \(v[0-9][^ ]*\).*|\1|p' "$KUBE_MOD/go.mod")
+[ -n "$K8S_VERSION" ] || die "no k8s.io/kubernetes requirement in $KUBE_MOD/go.mod"
 cache_root=${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}
 K8S_CACHE=${LOCKMIGRATE_K8S_CACHE:-${cache_root:-/tmp}/lockmigrate-k8s}
 BIN=$K8S_CACHE/$K8S_VERSION/bin

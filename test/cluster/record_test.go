@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -33,9 +34,8 @@ type recorder struct {
 	jobs    map[types.UID]*batchv1.Job
 	// jobSeen is when the recorder first saw each true condition of a Job.
 	jobSeen map[types.UID]map[batchv1.JobConditionType]time.Time
-	// watch is called under mu after every pod change (see watchReady).
+	// watch are called under mu after every pod change (see trackReady).
 	watch []func(r *recorder)
-	stop  context.CancelFunc
 }
 
 // podRecord is what the recorder knows of one pod.
@@ -55,12 +55,21 @@ type podRecord struct {
 	logs map[string]string
 }
 
+// clone copies the record, maps included, for use without the lock.
+func (p *podRecord) clone() podRecord {
+	c := *p
+	c.maxRestarts = maps.Clone(p.maxRestarts)
+	c.terminatedSeen = maps.Clone(p.terminatedSeen)
+	c.logs = maps.Clone(p.logs)
+	return c
+}
+
 // record starts recording namespace ns until t ends.
 func record(t *testing.T, ns string) *recorder {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &recorder{changed: make(chan struct{}), pods: map[types.UID]*podRecord{},
-		jobs: map[types.UID]*batchv1.Job{}, jobSeen: map[types.UID]map[batchv1.JobConditionType]time.Time{}, stop: cancel}
+		jobs: map[types.UID]*batchv1.Job{}, jobSeen: map[types.UID]map[batchv1.JobConditionType]time.Time{}}
 	f := informers.NewSharedInformerFactoryWithOptions(kc, 0, informers.WithNamespace(ns))
 	podInf := f.Core().V1().Pods().Informer()
 	jobInf := f.Batch().V1().Jobs().Informer()
@@ -194,7 +203,7 @@ func (r *recorder) podsLocked(match func(*corev1.Pod) bool) []podRecord {
 	var out []podRecord
 	for _, rec := range r.pods {
 		if match(rec.pod) {
-			out = append(out, *rec)
+			out = append(out, rec.clone())
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].firstSeen.Before(out[j].firstSeen) })
