@@ -41,8 +41,7 @@ func TestRetryUnreachable(t *testing.T) {
 	v := chartValues("v1", values{"config": values{"connectTimeout": "4s"}})
 
 	since := time.Now()
-	done := make(chan helmResult, 1)
-	go func() { done <- helmInstall(t, context.Background(), "install", rel, ns, v) }()
+	done := helmBackground(t, "install", rel, ns, v)
 	first := terminatedPod(t, r, 2*time.Minute, "the first pod to exit", "lockmigrate", jobPods(rel+"-lockmigrate"))
 	st1, msg1 := terminated(t, first, "lockmigrate")
 	if st1.ExitCode != 3 || msg1.ErrorKind != "connect" {
@@ -73,6 +72,25 @@ func TestRetryUnreachable(t *testing.T) {
 	summary(t, "first pod exit 3 (connect) after %d ms, termination message: %s; Job controller retried %s later; "+
 		"second pod applied 1-5; Job Complete with 1 failure; helm install --wait %s",
 		msg1.DurationMS, msg1.Error, ms(backoff), ms(res.elapsed))
+}
+
+// helmBackground starts helmInstall in the background; the result comes
+// on the channel. If t ends first (it failed), helm is killed and waited
+// for, so that it does not outlive the test.
+func helmBackground(t *testing.T, verb, rel, ns string, v values) <-chan helmResult {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan helmResult, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- helmInstall(t, ctx, verb, rel, ns, v)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-finished
+	})
+	return done
 }
 
 // waitHelm waits for a helm command started in the background.

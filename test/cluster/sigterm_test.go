@@ -39,8 +39,7 @@ func TestSIGTERM(t *testing.T) {
 	v := chartValues("slow")
 
 	since := time.Now()
-	done := make(chan helmResult, 1)
-	go func() { done <- helmInstall(t, ctx, "install", rel, ns, v) }()
+	done := helmBackground(t, "install", rel, ns, v)
 	// A: the hook Job's pod, asleep in 0006 (after 1-5), holding the lock.
 	a := waitSession(t, db, "lockmigrate/"+rel+"-lockmigrate-", "pg_sleep", 2*time.Minute)
 	podA := strings.TrimPrefix(a.appName, "lockmigrate/")
