@@ -137,7 +137,7 @@ build_binaries() {
 	rm -rf "$tmp"
 	mkdir -p "$tmp"
 	# As the release build: static, -trimpath, the "notest" tag.
-	(cd "$KUBE_MOD" && env -u GOOS -u GOARCH CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly" \
+	(cd "$KUBE_MOD" && env -u GOOS -u GOARCH CGO_ENABLED=0 GOFLAGS="-trimpath -mod=readonly -buildvcs=false" \
 		go build -tags notest -ldflags "$ld" -o "$tmp/" "${pkgs[@]}") >&2
 	local src
 	src=$(cd "$KUBE_MOD" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
