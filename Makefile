@@ -10,7 +10,7 @@ TESTARGS ?=
 help:
 	@echo 'Targets:'
 	@echo '  make demo    8 replicas race against a throwaway PostgreSQL 15 (scripts/demo.sh)'
-	@echo '  make test    gofmt, go vet and go test -race (scripts/test.sh; TESTARGS=... for go test)'
+	@echo '  make test    gofmt, go vet and go test -race (scripts/test.sh; TESTARGS=... for go test; CLUSTER_TEST=0 skips the cluster tests)'
 	@echo '  make bench   lockmigrate vs a floor and goose/golang-migrate/tern on a throwaway PostgreSQL 15 (bench/run.sh; writes bench/RESULTS.md)'
 	@echo '  make build   build a static bin/lockmigrate (VERSION=$(VERSION))'
 	@echo '  make vet     go vet ./...'

@@ -69,3 +69,35 @@ print(s.getsockname()[1])'
 
 # indent prefixes the non-empty lines of its input with four spaces.
 indent() { sed -E 's/^(.)/    \1/'; }
+
+# ensure_helm: set and export HELM: $HELM, else the cached build of
+# HELM_VERSION (default v3.22.0) in $LOCKMIGRATE_BIN (default
+# ~/.cache/lockmigrate/bin), installed with `go install` from the Go module
+# proxy when missing (~2-3 minutes and ~1 GB of memory the first time).
+ensure_helm() {
+	HELM_VERSION=${HELM_VERSION:-v3.22.0}
+	local cache_root=${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}
+	LOCKMIGRATE_BIN=${LOCKMIGRATE_BIN:-${cache_root:-/tmp}/lockmigrate/bin}
+	if [ -z "${HELM:-}" ]; then
+		HELM=$LOCKMIGRATE_BIN/helm
+		if [ ! -x "$HELM" ] || ! "$HELM" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
+			step "Installing helm $HELM_VERSION into $LOCKMIGRATE_BIN (go install; a few minutes the first time)"
+			mkdir -p "$LOCKMIGRATE_BIN"
+			# What helm's own Makefile sets: its version, and the Kubernetes
+			# version of its client-go (v0.37 for helm v3.22 = Kubernetes 1.37)
+			# as the default for Capabilities.KubeVersion and the deprecation
+			# checks (a plain `go install` would claim Kubernetes 1.20).
+			local k8s_minor=37 pkg
+			local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+			for pkg in pkg/chartutil pkg/lint/rules; do
+				ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$k8s_minor"
+			done
+			# Outside the repository, so no go.mod is consulted or changed.
+			(cd / && GOBIN=$LOCKMIGRATE_BIN CGO_ENABLED=0 GOFLAGS=-trimpath \
+				go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+		fi
+	fi
+	[ -x "$HELM" ] || die "HELM=$HELM is not an executable"
+	export HELM
+	info "helm: $HELM ($("$HELM" version --short))"
+}

@@ -123,6 +123,18 @@ fi
 # the rendered containers' environments against real servers.
 if [ "$#" -eq 0 ]; then
 	bash scripts/k8s-test.sh
+	# The chart on a real single-node cluster (scripts/cluster-test.sh): etcd,
+	# the control plane, containerd and the kubelet as processes on loopback,
+	# the Kubernetes binaries built once (~8 minutes on 2 cores) and cached;
+	# then under a minute. CLUSTER_TEST=0 skips it, but not in CI.
+	if [ "${CLUSTER_TEST:-1}" != 0 ]; then
+		bash scripts/cluster-test.sh
+	elif [ "${CI:-}" = true ]; then
+		info "CLUSTER_TEST=0 ignored: CI runs the cluster tests"
+		bash scripts/cluster-test.sh
+	else
+		step "Cluster tests skipped (CLUSTER_TEST=0)"
+	fi
 	# The container image: the Dockerfile built with podman (a local
 	# stand-in for the golang builder image, which cannot be pulled here) and
 	# run against a throwaway PostgreSQL. IMAGE_TEST=0 skips it.
