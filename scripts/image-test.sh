@@ -6,8 +6,13 @@
 #
 # Where the builder image (golang:1.26-bookworm) cannot be pulled, the build
 # stage runs on a local stand-in: an image made of the host's Go toolchain
-# ($(go env GOROOT), at /usr/local/go as in the golang image), busybox-static
-# for /bin/sh and the host's CA bundle, passed as --build-arg GO_IMAGE. Every
+# ($(go env GOROOT), at /usr/local/go as in the golang image), the host's C
+# toolchain for the static cgo build (every file of the installed Debian
+# packages in the dependency closure of gcc and libc6-dev: gcc-12 with cc1
+# and collect2, binutils, glibc's headers, crt*.o and libc.a, the shared
+# libraries and the dynamic loader, at their paths under bookworm's merged
+# /usr), busybox-static for /bin/sh and the other shell tools and the host's
+# CA bundle, passed as --build-arg GO_IMAGE. Every
 # instruction of the Dockerfile then runs as written: the module download and
 # build with their cache mounts, the MIGRATIONS override, the offline
 # validation, the passwd/group/CA preparation and the whole scratch stage. Set
@@ -15,8 +20,8 @@
 # registries are reachable.
 #
 # Steps:
-#   1. install podman, buildah, runc, busybox-static and PostgreSQL 15 with
-#      apt when missing (one apt-get update);
+#   1. install podman, buildah, runc, busybox-static, gcc, libc6-dev and
+#      PostgreSQL 15 with apt when missing (one apt-get update);
 #   2. snapshot the build context exactly as podman sends it (.dockerignore
 #      applied) and check that it holds every .go and .sql file and no .git;
 #      every build below uses that snapshot, so concurrent edits cannot mix;
@@ -172,6 +177,36 @@ psql_db() {
 	"$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres -d "$1" -c "$2"
 }
 
+# Packages whose installed files make the stand-in builder's C toolchain:
+# golang:1.26-bookworm installs gcc and libc6-dev (binutils comes with gcc).
+BUILDER_PACKAGES=(gcc libc6-dev)
+
+# builder_files MERGED...: the files and symlinks (no directories) of the
+# installed packages in the dependency closure of BUILDER_PACKAGES, one path
+# a line relative to /, with the top-level directories MERGED (symlinks into
+# /usr on the host) replaced by their target, so that nothing extracted
+# replaces the rootfs's own symlinks. Documentation is left out. A summary
+# of the packages goes to stderr.
+builder_files() {
+	local d p f sed_expr="" pkgs=() installed=() skipped=()
+	for d in "$@"; do sed_expr+="\\#^/$d\$#d;s#^/$d/#/$(readlink "/$d")/#;"; done
+	mapfile -t pkgs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+		--no-breaks --no-replaces --no-enhances "${BUILDER_PACKAGES[@]}" | grep -E '^[a-z0-9]' | LC_ALL=C sort -u)
+	for p in "${pkgs[@]}"; do
+		if [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" = "ii " ]; then
+			installed+=("$p")
+		else
+			skipped+=("$p")
+		fi
+	done
+	dpkg -L "${installed[@]}" | while IFS= read -r f; do
+		case $f in /usr/share/doc/* | /usr/share/man/* | /usr/share/info/* | /usr/share/lintian/*) continue ;; esac
+		if [ -L "$f" ] || { [ -e "$f" ] && [ ! -d "$f" ]; }; then printf '%s\n' "$f"; fi
+	done | sed -E "${sed_expr}s#^/##" | LC_ALL=C sort -u
+	printf '%s' "${#installed[@]} packages, the closure of ${BUILDER_PACKAGES[*]} ($(dpkg-query -W -f='${Package} ${Version}' gcc-12), $(dpkg-query -W -f='${Package} ${Version}' binutils), $(dpkg-query -W -f='${Package} ${Version}' libc6-dev))" >&2
+	[ "${#skipped[@]}" -eq 0 ] || printf '; not installed, left out: %s' "${skipped[*]}" >&2
+}
+
 # ---------------------------------------------------------------------------
 step "Tools"
 command -v go >/dev/null 2>&1 || die "go not found in PATH: the host build needs Go (see go.mod)"
@@ -183,6 +218,11 @@ if [ -z "$GO_IMAGE_OVERRIDE" ]; then
 	[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" = "install ok installed" ] ||
 		missing+=(busybox-static)
 fi
+# The host build is the Dockerfile's static cgo build: it needs gcc and
+# libc6-dev too, and the stand-in builder is made of their files.
+for p in "${BUILDER_PACKAGES[@]}"; do
+	[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
+done
 [ -x "$PGBIN/postgres" ] || missing+=(postgresql-15)
 if [ "${#missing[@]}" -gt 0 ]; then
 	apt_install "${missing[@]}"
@@ -256,12 +296,34 @@ else
 	GOROOT_HOST=$(go env GOROOT)
 	stage=$WORK/builder
 	root=$stage/rootfs
-	mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/usr/sbin" "$root/usr/local" \
+	t0=$SECONDS
+	mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/usr/lib" "$root/usr/local" \
 		"$root/etc/ssl/certs" "$root/tmp" "$root/root" "$root/go"
 	chmod 1777 "$root/tmp"
-	cp /bin/busybox "$root/bin/busybox"
+	# Bookworm's merged /usr, as on the host: /bin, /lib, /lib64 and /sbin
+	# are symlinks into /usr (directories where the host has directories).
+	merged=()
+	for d in bin lib lib64 sbin; do
+		if [ -L "/$d" ]; then
+			ln -s "$(readlink "/$d")" "$root/$d"
+			merged+=("$d")
+		else
+			mkdir -p "$root/$d"
+		fi
+	done
+	# The C toolchain of the golang image (gcc and libc6-dev, for the
+	# Dockerfile's static cgo build): every file of the host's installed
+	# packages in their dependency closure, at the same paths, so that host
+	# and stand-in compile and link with the very same gcc, binutils and libc.
+	builder_files "${merged[@]}" >"$stage/files" 2>"$stage/packages"
+	tar -C / --no-recursion -cf - -T "$stage/files" | tar -C "$root" --keep-directory-symlink -xpf -
+	# cc, as update-alternatives sets it in the golang image.
+	[ -e "$root/usr/bin/cc" ] || ln -s gcc "$root/usr/bin/cc"
+	# busybox-static for /bin/sh and the rest of the shell tools, where no
+	# package file of the toolchain has the name (binutils' ar, strings...).
+	cp /bin/busybox "$root/usr/bin/busybox"
 	for applet in $(/bin/busybox --list-full); do
-		[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+		[ -e "$root/$applet" ] || [ -L "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 	done
 	cp -al "$GOROOT_HOST" "$root/usr/local/go" 2>/dev/null || cp -a "$GOROOT_HOST" "$root/usr/local/go"
 	cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
@@ -278,10 +340,13 @@ else
 	IMAGES+=("$BUILDER_IMAGE")
 	pm build --layers=false -q -t "$BUILDER_IMAGE" "$stage" >"$WORK/builder.log" 2>&1 ||
 		{ show "$WORK/builder.log"; die "could not build the stand-in builder image"; }
-	rm -rf "$stage"
+	BUILDER_SIZE=$(pm image inspect --format '{{.Size}}' "$BUILDER_IMAGE")
 	GO_IMAGE=$BUILDER_IMAGE
 	info "GO_IMAGE=$GO_IMAGE: $(go env GOVERSION) from $GOROOT_HOST, busybox-static sh, host CA bundle"
+	info "C toolchain: $(wc -l <"$stage/files") files of $(cat "$stage/packages")"
+	info "stand-in built in $((SECONDS - t0)) s: $BUILDER_SIZE bytes ($((BUILDER_SIZE / 1048576)) MiB)"
 	info "(stands in for golang:1.26-bookworm, which cannot be pulled here)"
+	rm -rf "$stage"
 fi
 
 # ---------------------------------------------------------------------------
