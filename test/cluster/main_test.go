@@ -3,13 +3,11 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
 	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 
@@ -82,7 +81,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	code := pgtest.Main(m, opts)
-	printSummaries(os.Stdout)
+	summaries.Print(os.Stdout)
 	return code
 }
 
@@ -172,31 +171,12 @@ func podURL(t testing.TB, dbURL string) string {
 
 // ---- summaries ----
 
-var (
-	summaryMu sync.Mutex
-	summaries []string
-)
+// summaries are the suite's one-line results, printed by TestMain at the end.
+var summaries = bintest.Summaries{Title: "cluster"}
 
 // summary logs the test's one-line summary and keeps it for the block
-// TestMain prints after all tests (as the fault suite does), so that every
-// scenario's outcome appears together at the end of the run.
+// TestMain prints after all tests.
 func summary(t testing.TB, format string, args ...any) {
 	t.Helper()
-	line := t.Name() + ": " + fmt.Sprintf(format, args...)
-	t.Log("SUMMARY " + line)
-	summaryMu.Lock()
-	summaries = append(summaries, line)
-	summaryMu.Unlock()
-}
-
-func printSummaries(w io.Writer) {
-	summaryMu.Lock()
-	defer summaryMu.Unlock()
-	if len(summaries) == 0 {
-		return
-	}
-	fmt.Fprintln(w, "==== cluster summary ====")
-	for _, s := range summaries {
-		fmt.Fprintln(w, s)
-	}
+	summaries.Add(t, format, args...)
 }

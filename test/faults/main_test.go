@@ -62,40 +62,21 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := pgtest.Main(m, pgtest.Options{})
-	printSummaries(os.Stdout)
+	summaries.Print(os.Stdout)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
 // ---- summaries ----
 
-var (
-	summaryMu sync.Mutex
-	summaries []string
-)
+// summaries are the suite's one-line results, printed by TestMain at the end.
+var summaries = bintest.Summaries{Title: "faults"}
 
-// summary logs the test's one-line summary and keeps it for the block that
-// TestMain prints after all tests, so the figures of every test appear
-// together at the end of a -v run.
+// summary logs the test's one-line summary and keeps it for the block
+// TestMain prints after all tests.
 func summary(t testing.TB, format string, args ...any) {
 	t.Helper()
-	line := t.Name() + ": " + fmt.Sprintf(format, args...)
-	t.Log("SUMMARY " + line)
-	summaryMu.Lock()
-	summaries = append(summaries, line)
-	summaryMu.Unlock()
-}
-
-func printSummaries(w io.Writer) {
-	summaryMu.Lock()
-	defer summaryMu.Unlock()
-	if len(summaries) == 0 {
-		return
-	}
-	fmt.Fprintln(w, "==== faults summary ====")
-	for _, s := range summaries {
-		fmt.Fprintln(w, s)
-	}
+	summaries.Add(t, format, args...)
 }
 
 // knownBug skips a test that reproduces a product bug unless
