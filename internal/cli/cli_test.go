@@ -132,6 +132,22 @@ type gatedProc struct {
 	stdout, stderr bytes.Buffer
 }
 
+// releaseOutcomes releases the gated processes at one barrier and counts
+// their outcomes; every one must exit 0.
+func releaseOutcomes(t testing.TB, procs []*gatedProc) map[string]int {
+	t.Helper()
+	releaseAll(procs)
+	outcomes := map[string]int{}
+	for i, p := range procs {
+		r, err := p.wait(t)
+		if err != nil || r.Code != 0 {
+			t.Fatalf("replica %d: exit %d (%v)\n%s", i, r.Code, err, r.Stderr)
+		}
+		outcomes[r.Finished(t)["outcome"].(string)]++
+	}
+	return outcomes
+}
+
 // startGated starts the binary with exactly env (plus PATH), held at the gate.
 func startGated(t testing.TB, env map[string]string) *gatedProc {
 	t.Helper()

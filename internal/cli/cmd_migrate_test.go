@@ -271,15 +271,7 @@ func TestConcurrentProcesses(t *testing.T) {
 	for i := range procs {
 		procs[i] = startGated(t, map[string]string{"DATABASE_URL": url, "POD_NAME": fmt.Sprintf("replica-%d", i)})
 	}
-	releaseAll(procs)
-	outcomes := map[string]int{}
-	for i, p := range procs {
-		r, err := p.wait(t)
-		if err != nil || r.Code != 0 {
-			t.Fatalf("replica %d: exit %d (%v)\n%s", i, r.Code, err, r.Stderr)
-		}
-		outcomes[r.Finished(t)["outcome"].(string)]++
-	}
+	outcomes := releaseOutcomes(t, procs)
 	t.Logf("outcomes of %d processes: %v", replicas, outcomes)
 	if outcomes["applied"] != 1 {
 		t.Fatalf("outcomes %v: want exactly one applied", outcomes)

@@ -37,15 +37,7 @@ func replicas(t *testing.T, n int, env map[string]string) map[string]int {
 		}
 		procs[i] = startGated(t, e)
 	}
-	releaseAll(procs)
-	outcomes := map[string]int{}
-	for i, p := range procs {
-		r, err := p.wait(t)
-		if err != nil || r.Code != 0 {
-			t.Fatalf("replica %d: exit %d (%v)\n%s", i, r.Code, err, r.Stderr)
-		}
-		outcomes[r.Finished(t)["outcome"].(string)]++
-	}
+	outcomes := releaseOutcomes(t, procs)
 	t.Logf("outcomes of %d processes (%s): %v", n, env["LOCKMIGRATE_PHASE"], outcomes)
 	if outcomes["applied"] != 1 {
 		t.Fatalf("outcomes %v: want exactly one applied", outcomes)
