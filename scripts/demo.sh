@@ -253,7 +253,10 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/demo?sslmode=disable"
 info "running in $WORK, database demo at $DATABASE_URL"
 
 step "Build"
-(cd "$REPO" && CGO_ENABLED=0 go build -o "$WORK/lockmigrate" .)
+# cgo, as the image builds it: the lint gate before apply needs PostgreSQL's
+# parser (libpg_query), which is C.
+command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
+(cd "$REPO" && CGO_ENABLED=1 go build -o "$WORK/lockmigrate" .)
 BIN="$WORK/lockmigrate"
 EXPECTED=$(find "$REPO/migrations" -maxdepth 1 -name '*.sql' | wc -l)
 info "$("$BIN" version), $EXPECTED embedded migrations"
