@@ -145,7 +145,7 @@ func TestContractWaitsForRollout(t *testing.T) {
 	}
 	summary(t, "helm upgrade (no --wait) %s; pre-upgrade Job applied [6] only (expand); contract Job pod seen %s before the rollout "+
 		"completed, logged %d waits (first: %q), waited %d ms; rollout complete at %s (Deployment %d/%d updated+available seen %s, "+
-		"last old pod gone %s, API: Progressing %s, last old container finished %s); contract 7 applied_at %s, %s after; "+
+		"last old pod ended or gone %s, API: Progressing %s, last old container finished %s); contract 7 applied_at %s, %s after; "+
 		"each of 1-7 once, users.last_name dropped",
 		ms(res.elapsed), ms(done.at.Sub(contractRec.firstSeen)), len(waits), waits[0], waitedMS,
 		done.at.Format("15:04:05.000"), contractReplicas, contractReplicas, done.depSeen.Format("15:04:05.000"),
@@ -201,8 +201,10 @@ func (c *contractRelease) newJob(t testing.TB, name string, known map[types.UID]
 }
 
 // rolloutCompletion is when the rollout completed, as this machine saw it
-// (the later of the Deployment's status and the last old pod's removal),
-// with the API's own (whole-second) times for the same.
+// (the later of the Deployment's status and the last old pod's end: seen
+// Succeeded/Failed or removed, whichever came first, as internal/rollout
+// counts an ended pod as gone), with the API's own (whole-second) times
+// for the same.
 type rolloutCompletion struct {
 	at, depSeen, lastOldGone time.Time
 	progressing, oldFinished time.Time
@@ -229,8 +231,12 @@ func (c *contractRelease) rolloutDone(t *testing.T, old map[types.UID]string, ge
 		if !rec.deleted {
 			t.Fatalf("old pod %s still exists after the contract Job completed", rec.pod.Name)
 		}
-		if rec.deletedSeen.After(done.lastOldGone) {
-			done.lastOldGone = rec.deletedSeen
+		gone := rec.deletedSeen
+		if !rec.endedSeen.IsZero() && rec.endedSeen.Before(gone) {
+			gone = rec.endedSeen
+		}
+		if gone.After(done.lastOldGone) {
+			done.lastOldGone = gone
 		}
 		for _, cs := range rec.pod.Status.ContainerStatuses {
 			if f := cs.State.Terminated; f != nil && f.FinishedAt.After(done.oldFinished) {
