@@ -13,14 +13,21 @@
 # the directory given as their last argument. Progress goes to stderr; only
 # up and env write to stdout.
 #
-# What runs, all on loopback, from a fresh directory /tmp/lmk8s.XXXXXX:
+# What runs, on loopback and the pod network's gateway address only, from a
+# fresh directory /tmp/lmk8s.XXXXXX:
 #   - etcd (Debian's etcd-server), kube-apiserver, kube-controller-manager,
 #     kube-scheduler and the kubelet (built from the k8s.io/kubernetes module
 #     pinned by test/cluster/kube, cached), containerd with
 #     runc (Debian's), each a process of its own whose PID is recorded;
-#   - static bearer tokens for the clients, AlwaysAllow authorisation, the
-#     API server's self-signed serving certificate; service CIDR
-#     127.200.0.0/16 (no Service IP is used: there is no kube-proxy);
+#   - the API server listens on the gateway address (below), the one
+#     address both this machine and the pods reach; its serving certificate
+#     is signed by a CA of the cluster's own (pki/ca.crt, the kubeconfigs'
+#     CA and every pod's ca.crt); static bearer tokens for the clients;
+#     Node,RBAC authorisation (admin and controller manager in
+#     system:masters, the scheduler's and the kubelet's built-in
+#     identities); service CIDR 127.200.0.0/16 (no Service IP is used:
+#     there is no kube-proxy), so a pod that talks to the API must be given
+#     KUBERNETES_SERVICE_HOST/_PORT = gateway and LOCKMIGRATE_CLUSTER_API_PORT;
 #   - pod network: a bridge this script creates (lmk8s-XXXXXX) holding the
 #     gateway address of a private /24 picked from 10.233.0.0/16 that no
 #     interface or route of this machine uses; Debian's CNI bridge and
@@ -53,6 +60,7 @@
 #   KUBECTL                       the kubectl built with the cluster
 #   LOCKMIGRATE_CLUSTER_NODE      the node's name
 #   LOCKMIGRATE_CLUSTER_GATEWAY   this machine's address on the pod network
+#   LOCKMIGRATE_CLUSTER_API_PORT  the API server's port (on the gateway address)
 #   LOCKMIGRATE_CLUSTER_SUBNET    the pod network (a /24)
 #   LOCKMIGRATE_CLUSTER_POD_LOGS  the kubelet's pod log directory (podLogsDir)
 #   LOCKMIGRATE_CLUSTER_PAUSE_IMAGE  the pause image (usable as a placeholder container)
@@ -226,8 +234,8 @@ kubeconfig() {
 		clusters:
 		  - name: lmk8s
 		    cluster:
-		      server: https://127.0.0.1:$API_PORT
-		      certificate-authority: $D/apiserver/apiserver.crt
+		      server: https://$GATEWAY:$API_PORT
+		      certificate-authority: $D/pki/ca.crt
 		users:
 		  - name: lmk8s
 		    user:
@@ -262,12 +270,18 @@ write_configs() {
 	mkdir -p "$D/containerd" "$D/cni/net.d" "$D/kubelet" "$D/apiserver" "$D/pod-logs" "$D/volume-plugins"
 	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$D/sa.key" 2>/dev/null
 	openssl pkey -in "$D/sa.key" -pubout -out "$D/sa.pub" 2>/dev/null
+	write_pki
 	local admin kcm sched kubelet
 	admin=$(openssl rand -hex 16) kcm=$(openssl rand -hex 16)
 	sched=$(openssl rand -hex 16) kubelet=$(openssl rand -hex 16)
+	# RBAC: the admin (the tests, helm, kubectl) and the controller manager
+	# (which runs every controller under its own identity,
+	# --use-service-account-credentials=false) are in system:masters; the
+	# scheduler is the identity the bootstrap policy binds; the kubelet is
+	# the one the Node authoriser knows.
 	cat >"$D/tokens.csv" <<-EOF
 		$admin,lmk8s-admin,lmk8s-admin,"system:masters"
-		$kcm,system:kube-controller-manager,system:kube-controller-manager
+		$kcm,system:kube-controller-manager,system:kube-controller-manager,"system:masters"
 		$sched,system:kube-scheduler,system:kube-scheduler
 		$kubelet,system:node:$NODE,system:node:$NODE,"system:nodes"
 	EOF
@@ -369,6 +383,28 @@ write_configs() {
 	EOF
 }
 
+# write_pki: a CA of this cluster (pki/ca.crt: the kubeconfigs' CA and,
+# through the controller manager's --root-ca-file, every pod's ca.crt) and
+# the API server's serving certificate it signs, for the gateway address
+# (where the API server listens, for this machine and the pods), loopback
+# and the kubernetes Service's names and address.
+write_pki() {
+	local p=$D/pki
+	mkdir -p "$p"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=lmk8s-ca" \
+		-keyout "$p/ca.key" -out "$p/ca.crt" \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+	openssl req -new -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+		-keyout "$p/apiserver.key" -out "$p/apiserver.csr" 2>/dev/null
+	printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+		"extendedKeyUsage=serverAuth" \
+		"subjectAltName=IP:$GATEWAY,IP:127.0.0.1,IP:127.200.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+		>"$p/apiserver.ext"
+	openssl x509 -req -in "$p/apiserver.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial \
+		-days 2 -extfile "$p/apiserver.ext" -out "$p/apiserver.crt" 2>/dev/null
+	chmod 600 "$p"/*.key
+}
+
 start_control_plane() {
 	start etcd etcd --name "$NODE" --data-dir "$D/etcd" \
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -380,9 +416,10 @@ start_control_plane() {
 
 	start kube-apiserver "$BIN/kube-apiserver" \
 		--etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+		--bind-address "$GATEWAY" --advertise-address "$GATEWAY" --secure-port "$API_PORT" \
+		--tls-cert-file "$D/pki/apiserver.crt" --tls-private-key-file "$D/pki/apiserver.key" \
 		--cert-dir "$D/apiserver" --service-cluster-ip-range 127.200.0.0/16 \
-		--token-auth-file "$D/tokens.csv" --anonymous-auth=false --authorization-mode AlwaysAllow \
+		--token-auth-file "$D/tokens.csv" --anonymous-auth=false --authorization-mode Node,RBAC \
 		--service-account-issuer https://kubernetes.default.svc \
 		--service-account-key-file "$D/sa.pub" --service-account-signing-key-file "$D/sa.key" \
 		--endpoint-reconciler-type none --enable-priority-and-fairness=false --profiling=false
@@ -391,7 +428,7 @@ start_control_plane() {
 
 	start kube-controller-manager "$BIN/kube-controller-manager" \
 		--kubeconfig "$D/kcm.kubeconfig" --secure-port 0 --leader-elect=false \
-		--service-account-private-key-file "$D/sa.key" --root-ca-file "$D/apiserver/apiserver.crt" \
+		--service-account-private-key-file "$D/sa.key" --root-ca-file "$D/pki/ca.crt" \
 		--use-service-account-credentials=false --profiling=false
 	start kube-scheduler "$BIN/kube-scheduler" \
 		--kubeconfig "$D/scheduler.kubeconfig" --secure-port 0 --leader-elect=false --profiling=false
@@ -534,6 +571,7 @@ print_env() {
 		export KUBECTL=$BIN/kubectl
 		export LOCKMIGRATE_CLUSTER_NODE=$NODE
 		export LOCKMIGRATE_CLUSTER_GATEWAY=$GATEWAY
+		export LOCKMIGRATE_CLUSTER_API_PORT=$API_PORT
 		export LOCKMIGRATE_CLUSTER_SUBNET=$SUBNET
 		export LOCKMIGRATE_CLUSTER_POD_LOGS=$D/pod-logs
 		export LOCKMIGRATE_CLUSTER_PAUSE_IMAGE=$PAUSE_IMAGE

@@ -44,6 +44,20 @@ INSERT INTO schema_audit (version, note) VALUES (7, 'add orders.shipped_at');
 
 SELECT pg_sleep(coalesce((SELECT seconds FROM cluster_test_gate), 0));
 `
+	// An expand file and a contract file for one upgrade: the contract one
+	// drops a column that only the previous version of the application
+	// reads, so it must wait for the rollout.
+	expandNickname    = "0006_users_nickname.sql"
+	expandNicknameSQL = `ALTER TABLE users ADD COLUMN nickname text;
+
+INSERT INTO schema_audit (version, note) VALUES (6, 'expand: add users.nickname');
+`
+	contractDrop    = "0007_drop_users_last_name.sql"
+	contractDropSQL = `-- lockmigrate:phase contract
+ALTER TABLE users DROP COLUMN last_name;
+
+INSERT INTO schema_audit (version, note) VALUES (7, 'contract: drop users.last_name');
+`
 	// The first migration of the set, as the tampered variant edits it.
 	tamperedFile = "0001_create_schema_audit.sql"
 )
@@ -66,6 +80,7 @@ var variants = []variant{
 	{tag: "tampered", add: map[string]string{addNote: addNoteSQL}, tamper: []string{tamperedFile}},
 	{tag: "failing", add: map[string]string{addNote: addNoteSQL, failing: failingSQL}},
 	{tag: "slow", add: map[string]string{slow: slowSQL}},
+	{tag: "contract", add: map[string]string{expandNickname: expandNicknameSQL, contractDrop: contractDropSQL}},
 }
 
 // buildImages builds every variant's binary on the host (the Dockerfile's

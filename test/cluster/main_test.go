@@ -31,6 +31,7 @@ type clusterEnv struct {
 	dir        string // LOCKMIGRATE_CLUSTER_DIR
 	kubeconfig string // KUBECONFIG
 	gateway    string // LOCKMIGRATE_CLUSTER_GATEWAY: this machine on the pod network
+	apiPort    string // LOCKMIGRATE_CLUSTER_API_PORT: the API server's port on the gateway
 	subnet     string // LOCKMIGRATE_CLUSTER_SUBNET
 	podLogs    string // LOCKMIGRATE_CLUSTER_POD_LOGS
 	pauseImage string // LOCKMIGRATE_CLUSTER_PAUSE_IMAGE
@@ -91,6 +92,7 @@ func loadEnv() (clusterEnv, error) {
 		dir:        os.Getenv("LOCKMIGRATE_CLUSTER_DIR"),
 		kubeconfig: os.Getenv("KUBECONFIG"),
 		gateway:    os.Getenv("LOCKMIGRATE_CLUSTER_GATEWAY"),
+		apiPort:    os.Getenv("LOCKMIGRATE_CLUSTER_API_PORT"),
 		subnet:     os.Getenv("LOCKMIGRATE_CLUSTER_SUBNET"),
 		podLogs:    os.Getenv("LOCKMIGRATE_CLUSTER_POD_LOGS"),
 		pauseImage: os.Getenv("LOCKMIGRATE_CLUSTER_PAUSE_IMAGE"),
@@ -100,6 +102,7 @@ func loadEnv() (clusterEnv, error) {
 	for name, v := range map[string]string{
 		"LOCKMIGRATE_CLUSTER_DIR": e.dir, "KUBECONFIG": e.kubeconfig,
 		"LOCKMIGRATE_CLUSTER_GATEWAY": e.gateway, "LOCKMIGRATE_CLUSTER_SUBNET": e.subnet,
+		"LOCKMIGRATE_CLUSTER_API_PORT": e.apiPort,
 		"LOCKMIGRATE_CLUSTER_POD_LOGS": e.podLogs, "LOCKMIGRATE_CLUSTER_PAUSE_IMAGE": e.pauseImage,
 		"HELM": e.helm,
 	} {

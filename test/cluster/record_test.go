@@ -50,6 +50,12 @@ type podRecord struct {
 	// deletingSeen is when the pod was first seen with a deletion
 	// timestamp (zero if never).
 	deletingSeen time.Time
+	// deletedSeen is when the pod was seen removed from the API (zero if
+	// never).
+	deletedSeen time.Time
+	// endedSeen is when the pod was first seen in phase Succeeded or
+	// Failed (zero if never): it runs nothing from then on.
+	endedSeen time.Time
 	// logs holds each container's log, read from the kubelet's log files
 	// when the container is seen terminated (the files go with the pod).
 	logs map[string]string
@@ -121,9 +127,15 @@ func (r *recorder) onPod(o any, deleted bool) {
 		r.pods[pod.UID] = rec
 	}
 	rec.pod = pod.DeepCopy()
+	if deleted && !rec.deleted {
+		rec.deletedSeen = time.Now()
+	}
 	rec.deleted = rec.deleted || deleted
 	if pod.DeletionTimestamp != nil && rec.deletingSeen.IsZero() {
 		rec.deletingSeen = time.Now()
+	}
+	if (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) && rec.endedSeen.IsZero() {
+		rec.endedSeen = time.Now()
 	}
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, cs := range statuses {
