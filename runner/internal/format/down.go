@@ -3,6 +3,7 @@ package format
 import (
 	"regexp"
 	"strings"
+	"unicode"
 )
 
 // The down markers of every tool are looked for more loosely than the tools
@@ -67,8 +68,10 @@ func lineDown(line string) Name {
 	return ""
 }
 
-// blank drops leading spaces and tabs.
-func blank(s string) string { return strings.TrimLeft(s, " \t") }
+// blank drops leading white space: spaces and tabs, and any other character
+// strings.TrimSpace would drop (\v, \f, \r, Unicode spaces), so that no
+// indentation can hide a marker (found by FuzzParse: "\v-- migrate:down").
+func blank(s string) string { return strings.TrimLeftFunc(s, unicode.IsSpace) }
 
 // cutFold cuts prefix p (ASCII, lower case) from s, comparing ASCII letters
 // without regard to case.
