@@ -15,7 +15,11 @@
 #      succeeds; activeDeadlineSeconds ends a Job waiting for the lock;
 #   4. SIGTERM: the hook Job's pod deleted during a slow migration exits 143,
 #      rolled back, and a waiting Job takes the lock over;
-#   5. multi-tenant: the Indexed Job with tenants.shards=4.
+#   5. multi-tenant: the Indexed Job with tenants.shards=4;
+#   6. contract phase: the post-upgrade Job waits for the Deployment's
+#      rollout through the API (on the bridge gateway, Node,RBAC) and applies
+#      its contract file right after it completes;
+#   7. contract denied: a ServiceAccount without the Role exits 3 (HTTP 403).
 #
 #   bash scripts/cluster-test.sh [go test arguments]    e.g. -run TestSIGTERM
 #
