@@ -100,44 +100,10 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 		if e.IsDir() || !strings.HasSuffix(name, ".sql") || strings.HasSuffix(name, ".down.sql") {
 			continue
 		}
-		m, err := parseFileName(name)
+		m, err := loadFile(fsys, name, f)
 		if err != nil {
 			problems = append(problems, err)
 			continue
-		}
-		data, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			// A broken symlink, a loop, a permission problem: the set as
-			// deployed is unusable, whatever a retry does.
-			problems = append(problems, &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
-				Detail: fmt.Sprintf("cannot read the file: %v", err)})
-			continue
-		}
-		sec, err := readSection(m, data, f)
-		if err != nil {
-			problems = append(problems, err)
-			continue
-		}
-		sum := sha256.Sum256(sec.Up)
-		m.Checksum = hex.EncodeToString(sum[:])
-		// The checksum covers the bytes that run, as written; the server
-		// gets them without a UTF-8 byte order mark, which it would reject.
-		m.SQL = sec.SQL
-		if err := m.parseDirective(sec.Up); err != nil {
-			problems = append(problems, err)
-			continue
-		}
-		m.NoTransaction = m.NoTransaction || sec.NoTransaction
-		if m.NoTransaction {
-			if m.statements, err = sec.Statements(); err != nil {
-				problems = append(problems, &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
-					Detail: fmt.Sprintf("cannot split into statements: %v", err)})
-				continue
-			}
-			if err := m.checkBackfill(); err != nil {
-				problems = append(problems, err)
-				continue
-			}
 		}
 		if prev, dup := byVer[m.Version]; dup {
 			problems = append(problems, &ValidationError{
@@ -157,6 +123,47 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 	}
 	slices.SortFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) })
 	return migs, nil
+}
+
+// loadFile reads one migration file of format f: its name, the part that
+// runs (checksummed as written), its directives and, outside a
+// transaction, its statements.
+func loadFile(fsys fs.FS, name string, f Format) (*Migration, error) {
+	m, err := parseFileName(name)
+	if err != nil {
+		return nil, err
+	}
+	data, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		// A broken symlink, a loop, a permission problem: the set as
+		// deployed is unusable, whatever a retry does.
+		return nil, &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
+			Detail: fmt.Sprintf("cannot read the file: %v", err)}
+	}
+	sec, err := readSection(m, data, f)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(sec.Up)
+	m.Checksum = hex.EncodeToString(sum[:])
+	// The checksum covers the bytes that run, as written; the server gets
+	// them without a UTF-8 byte order mark, which it would reject.
+	m.SQL = sec.SQL
+	if err := m.parseDirective(sec.Up); err != nil {
+		return nil, err
+	}
+	m.NoTransaction = m.NoTransaction || sec.NoTransaction
+	if !m.NoTransaction {
+		return m, nil
+	}
+	if m.statements, err = sec.Statements(); err != nil {
+		return nil, &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
+			Detail: fmt.Sprintf("cannot split into statements: %v", err)}
+	}
+	if err := m.checkBackfill(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func parseFileName(name string) (*Migration, error) {
