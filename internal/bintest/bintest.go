@@ -40,6 +40,24 @@ func Build(dir string, extraArgs ...string) (string, error) {
 	return bin, nil
 }
 
+// BuildTemp builds the binary into a new temporary directory, readable by
+// every user (some tests run it as another one), for a test binary's
+// TestMain; cleanup removes the directory.
+func BuildTemp(prefix string) (bin string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err == nil {
+		bin, err = Build(dir)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("building lockmigrate: %w", err)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
 // ModuleRoot is the directory of the root module's go.mod, above the
 // working directory.
 func ModuleRoot() (string, error) {

@@ -26,16 +26,14 @@ var binary string
 type result = bintest.Result
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lmbin")
-	if err == nil {
-		binary, err = bintest.Build(dir)
-	}
+	bin, cleanup, err := bintest.BuildTemp("lmbin")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "building lockmigrate for the process tests:", err)
+		fmt.Fprintln(os.Stderr, "the process tests:", err)
 		os.Exit(1)
 	}
+	binary = bin
 	code := pgtest.Main(m, pgtest.Options{})
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

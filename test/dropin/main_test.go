@@ -33,18 +33,14 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lmdropin")
+	bin, cleanup, err := bintest.BuildTemp("lmdropin")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "dropin:", err)
 		os.Exit(1)
 	}
-	if binary, err = bintest.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "dropin: building lockmigrate:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binary = bin
 	code := pgtest.Main(m, pgtest.Options{})
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

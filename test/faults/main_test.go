@@ -46,24 +46,17 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "lmfaults")
+	// BuildTemp's directory is readable by other users: one bad-input case
+	// runs the binary as nobody.
+	bin, cleanup, err := bintest.BuildTemp("lmfaults")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "faults:", err)
 		os.Exit(1)
 	}
-	// Readable by other users: one bad-input case runs the binary as nobody.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if binary, err = bintest.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "faults: building lockmigrate:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binary = bin
 	code := pgtest.Main(m, pgtest.Options{})
 	summaries.Print(os.Stdout)
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
