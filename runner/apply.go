@@ -212,6 +212,12 @@ func (r *Runner) tryTx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	if err := fn(tx); err != nil {
 		return err
 	}
+	// pgx closes the connection when a Commit fails inside a transaction,
+	// which it does at once on a cancelled context; the deferred rollback
+	// ends the transaction instead and keeps the session (and its lock).
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

@@ -3,7 +3,12 @@ package runner
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
+
+// TryTx runs r's bookkeeping transaction helper.
+func TryTx(r *Runner, ctx context.Context, fn func(pgx.Tx) error) error { return r.tryTx(ctx, fn) }
 
 // SetLagProbe makes r read the replication lag from probe (lag, standbys,
 // hidden standbys) instead of pg_stat_replication, and poll it every poll.

@@ -510,3 +510,33 @@ func TestCancelRollsBackAndUnlocks(t *testing.T) {
 	}
 	pgtest.AssertNoAdvisoryLocks(t, watcher)
 }
+
+// TestCancelBeforeCommit: a context cancelled after a transaction's last
+// statement (SIGTERM between a backfill batch and its commit) rolls the
+// transaction back and leaves the connection open: pgx would close it on a
+// Commit that fails inside the transaction.
+func TestCancelBeforeCommit(t *testing.T) {
+	url := pgtest.Shared().NewDB(t)
+	r, conn := newRunner(t, url, load(t, fstest.MapFS{"1_a.sql": {Data: []byte("SELECT 1;")}}), runner.Options{})
+	if _, err := conn.Exec(context.Background(), `CREATE TABLE marks (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.New("stopped by terminated")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	err := runner.TryTx(r, ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO marks VALUES (1)`); err != nil {
+			return err
+		}
+		cancel(cause)
+		return nil
+	})
+	if !errors.Is(err, cause) {
+		t.Fatalf("tryTx = %v, want the cause", err)
+	}
+	if conn.IsClosed() {
+		t.Fatal("connection closed")
+	}
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) FROM marks`); n != 0 {
+		t.Fatalf("%d rows: the cancelled transaction committed", n)
+	}
+}
