@@ -65,6 +65,10 @@ func phaseOf(m *Migration) Phase {
 	return PhaseExpand
 }
 
+// InPhase reports whether a run in phase run applies m when it is pending,
+// for a caller that surveys histories itself (the tenant fleet's fast path).
+func (m *Migration) InPhase(run Phase) bool { return inPhase(run, m) }
+
 // inPhase reports whether a run in phase run applies m.
 func inPhase(run Phase, m *Migration) bool {
 	return run == PhaseAll || run == "" || phaseOf(m) == run

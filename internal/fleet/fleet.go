@@ -275,7 +275,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return &f.sum, err
 	}
 	sv, err := Surveyor{Conn: conn, Query: opts.Query, Table: opts.Runner.Table, Migrations: opts.Migrations,
-		Shard: opts.Shard, ChunkSize: opts.ChunkSize, Timeout: opts.QueryTimeout, Logger: f.log}.Survey(ctx)
+		Shard: opts.Shard, ChunkSize: opts.ChunkSize, Timeout: opts.QueryTimeout, Logger: f.log, Phase: opts.Runner.Phase}.Survey(ctx)
 	f.sum.FastPath = time.Since(f.started)
 	f.sum.ControlQueries = sv.Queries
 	f.sum.Listed, f.sum.Total = sv.Listed, len(sv.Tenants)

@@ -111,7 +111,7 @@ func MakePlan(ctx context.Context, o PlanOptions) (p *Plan, problems, err error)
 		return nil, nil, errors.New("fleet: Conn, Query and Runner.Table are required")
 	}
 	sv, err := Surveyor{Conn: o.Conn, Query: o.Query, Table: o.Runner.Table, Migrations: o.Migrations,
-		Shard: o.Shard, ChunkSize: o.ChunkSize, Timeout: o.Timeout, Logger: o.Logger, KeepRows: true}.Survey(ctx)
+		Shard: o.Shard, ChunkSize: o.ChunkSize, Timeout: o.Timeout, Logger: o.Logger, KeepRows: true, Phase: o.Runner.Phase}.Survey(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -51,6 +51,10 @@ type Surveyor struct {
 	ChunkSize  int           // default DefaultChunkSize
 	Timeout    time.Duration // per query; default DefaultQueryTimeout
 	Logger     *slog.Logger  // nil discards
+	// Phase is the run's phase (runner.Options.Phase): a tenant is current
+	// when every migration the phase applies is, as the tenant's runner
+	// would answer up_to_date; "" is runner.PhaseAll.
+	Phase runner.Phase
 	// KeepRows makes Survey read every column of the history rows and
 	// return the pending tenants' rows in Survey.Rows, for a dry run that
 	// plans each of them (plan); a run's fast path needs only version,
@@ -65,8 +69,9 @@ type Surveyor struct {
 // tenants query, one catalog query for the tenants that have a history
 // table, and one UNION ALL query per chunk of them that returns their
 // history rows (version, state, checksum; baseline rows count as applied). A tenant is
-// current when every migration of the set is applied with its checksum and
-// no row is in another state (running); applied versions unknown to the set
+// current when every migration of the run's phase is applied, no applied
+// migration of the set has another checksum and no row of the phase (or of
+// a version the set does not know) is in another state (running); applied versions unknown to the set
 // (a newer release) keep it current, with a warning. Like the single-schema fast path it
 // reads without the lock, so a pending verdict is re-checked by the
 // tenant's runner under its lock.
@@ -125,7 +130,7 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 			continue
 		}
 		for i, st := range states {
-			if st.current(len(s.Migrations)) {
+			if st.current(s.inPhase()) {
 				current[chunk[i]] = true
 				if st.ahead > 0 {
 					sv.Ahead = append(sv.Ahead, chunk[i])
@@ -215,11 +220,22 @@ func (s Surveyor) withHistory(ctx context.Context, tenants []string) ([]string, 
 	return names, nil
 }
 
+// inPhase is how many migrations of the set a run in s.Phase applies.
+func (s Surveyor) inPhase() int {
+	n := 0
+	for _, m := range s.Migrations {
+		if m.InPhase(s.Phase) {
+			n++
+		}
+	}
+	return n
+}
+
 // historyState is one tenant's history as the fast path sees it.
 type historyState struct {
 	matched   int // applied rows of known versions with the set's checksum
 	mismatch  int // applied rows of known versions with another checksum
-	unsettled int // rows in another state than applied (running, ...)
+	unsettled int // rows in another state than applied (running, ...), of the run's phase or unknown versions
 	ahead     int // applied rows whose versions the set does not know
 }
 
@@ -250,9 +266,9 @@ func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, 
 		b.WriteString(columns)
 		b.WriteString(pgx.Identifier{t, s.Table}.Sanitize())
 	}
-	checksums := make(map[int64]string, len(s.Migrations))
+	checksums := make(map[int64]*runner.Migration, len(s.Migrations))
 	for _, m := range s.Migrations {
-		checksums[m.Version] = m.Checksum
+		checksums[m.Version] = m
 	}
 	qctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
@@ -282,16 +298,20 @@ func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, 
 			kept[i] = append(kept[i], full)
 		}
 		h := &out[i]
-		want, known := checksums[version]
+		m, known := checksums[version]
 		switch {
 		case state != runner.StateApplied && state != runner.StateBaseline:
-			h.unsettled++
+			// A row left running by the other phase's file is that
+			// phase's business, as for the runner (runner/phase.go).
+			if !known || m.InPhase(s.Phase) {
+				h.unsettled++
+			}
 		case !known:
 			h.ahead++
-		case checksum == want:
-			h.matched++
-		default:
+		case checksum != m.Checksum:
 			h.mismatch++
+		case m.InPhase(s.Phase):
+			h.matched++
 		}
 		return nil
 	})

@@ -2,9 +2,11 @@ package fleet_test
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/jackc/pgx/v5"
 
@@ -117,4 +119,55 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestSurveyPhase: a tenant is current for the phase a run applies. With
+// a contract file pending everywhere, an expand run finds every tenant
+// current (no tenant runner is started, as each would answer up_to_date)
+// while an "all" or contract run finds them pending; a contract file left
+// running is the contract run's business; a changed checksum is pending in
+// every phase.
+func TestSurveyPhase(t *testing.T) {
+	const n = 3
+	ctx := context.Background()
+	url := newTenantDB(t, n)
+	var c counter
+	if _, err := fleet.Run(ctx, options(t, url, "fleet-phase", &c, 2)); err != nil {
+		t.Fatal(err)
+	}
+	set := maps.Clone(tenantSet)
+	set["6_drop_name.sql"] = &fstest.MapFile{Data: []byte(runner.PhaseDirective + "\nALTER TABLE widgets DROP COLUMN name;\n")}
+	migs, err := runner.Load(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, url, `INSERT INTO tenant_0002.lockmigrate_history (version, name, checksum, state, applied_by)
+  SELECT 6, 'drop_name', 'x', 'running', 'other' FROM tenant_0002.lockmigrate_history WHERE version = 1;
+UPDATE tenant_0003.lockmigrate_history SET checksum = 'edited' WHERE version = 2`)
+	all := []string{tenantName(1), tenantName(2), tenantName(3)}
+	for _, tt := range []struct {
+		phase   runner.Phase
+		pending []string
+	}{
+		{runner.PhaseExpand, []string{tenantName(3)}},
+		{runner.PhaseAll, all},
+		{"", all},
+		{runner.PhaseContract, all},
+	} {
+		sv, err := fleet.Surveyor{Conn: conn(t, url), Query: tenantsQuery, Table: table, Migrations: migs, Phase: tt.phase}.Survey(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sv.Pending, tt.pending) {
+			t.Errorf("phase %q: pending %v, want %v", tt.phase, sv.Pending, tt.pending)
+		}
+	}
+	// The run: only tenant 3 gets a runner (and fails on its checksum); the
+	// others are current on the fast path.
+	opts := options(t, url, "fleet-phase-expand", &c, 2)
+	opts.Migrations, opts.Runner.Phase = migs, runner.PhaseExpand
+	sum, _ := fleet.Run(ctx, opts)
+	if sum.Current != 2 || sum.Failed != 1 || sum.Applied != 0 {
+		t.Fatalf("expand run: %+v", sum)
+	}
 }
