@@ -19,7 +19,7 @@ const HelperName = "lockmigrate-pgparse"
 
 // helloTimeout bounds the handshake: a file at the helper's path that is
 // not the helper must not hang the run.
-const helloTimeout = 10 * time.Second
+var helloTimeout = 10 * time.Second
 
 // HelperPath is where a binary built without cgo looks for its parser:
 // HelperName in the directory of the running executable, symlinks
@@ -230,9 +230,9 @@ func (p *helperProc) stop() string {
 	p.in.Close()
 	err := p.cmd.Wait()
 	if err == nil {
-		return " (the helper exited 0)" + p.stderr.tail()
+		return " (the helper ended: exit status 0)" + p.stderr.tail()
 	}
-	return " (the helper " + strings.TrimPrefix(err.Error(), "exit status ") + ")" + p.stderr.tail()
+	return " (the helper ended: " + err.Error() + ")" + p.stderr.tail()
 }
 
 // tailBuffer keeps the last max bytes of the helper's stderr, for errors.

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,12 +159,15 @@ func parse(b backend, sql string) ([]Stmt, error) {
 			end = s.Location + s.Len
 		}
 		st := Stmt{Node: wrapped(s.Stmt), Start: -1}
-		for _, t := range toks {
-			if t.start >= s.Location && t.end <= end && !t.comment {
+		// The tokens are in text order and do not overlap: the
+		// statement's are a run from the first at or after its location.
+		i := sort.Search(len(toks), func(i int) bool { return toks[i].start >= s.Location })
+		for ; i < len(toks) && toks[i].end <= end; i++ {
+			if !toks[i].comment {
 				if st.Start < 0 {
-					st.Start = t.start
+					st.Start = toks[i].start
 				}
-				st.End = t.end
+				st.End = toks[i].end
 			}
 		}
 		if st.Start < 0 {
