@@ -53,8 +53,8 @@ func BuildParser(dir string) (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "lockmigrate-pgparse")
-	err = goBuild(root, "CGO_ENABLED=1", "build", "-o", bin, "-tags", "netgo,osusergo",
-		"-ldflags", "-linkmode external -extldflags -static", "./cmd/lockmigrate-pgparse")
+	err = goBuild(root, "CGO_ENABLED=1", "build", "-trimpath", "-o", bin, "-tags", "netgo,osusergo",
+		"-ldflags", "-s -w -linkmode external -extldflags -static", "./cmd/lockmigrate-pgparse")
 	return bin, err
 }
 
