@@ -106,11 +106,16 @@ func TestClientOneProcess(t *testing.T) {
 		t.Fatal("NewClient started the helper")
 	}
 	before := Parses()
-	var pid int
+	var (
+		pid  int
+		took [3]time.Duration
+	)
 	for i := range 3 {
+		start := time.Now()
 		if _, err := c.Parse("SELECT 1"); err != nil {
 			t.Fatal(err)
 		}
+		took[i] = time.Since(start)
 		if i == 0 {
 			pid = c.PID()
 		}
@@ -121,6 +126,7 @@ func TestClientOneProcess(t *testing.T) {
 	if got := Parses() - before; got != 3 {
 		t.Fatalf("Parses counted %d, want 3", got)
 	}
+	t.Logf("first Parse (start, handshake, parse): %s; the next two: %s, %s", took[0], took[1], took[2])
 }
 
 // TestClientHelperKilled: a helper killed between two parses fails the
