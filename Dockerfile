@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# lockmigrate container image: one static binary on an empty (scratch) base,
-# running as the unprivileged user 65532. No shell, no package manager.
+# lockmigrate container image: two static binaries on an empty (scratch)
+# base, running as the unprivileged user 65532. No shell, no package manager.
 #
 #   docker build -t lockmigrate .
 #   docker run --rm -e DATABASE_URL=postgres://app@db:5432/app lockmigrate
@@ -15,10 +15,14 @@
 # unknown directive, a transactional CREATE INDEX CONCURRENTLY or a lint
 # finding at error (docs/lint.md) fails the build instead of the rollout.
 #
-# The binary links libpg_query (PostgreSQL's parser, C) for `lint`: it is
-# built with cgo and linked statically (glibc's libc.a from the builder's
-# libc6-dev; netgo and osusergo keep the resolver and user lookups in Go,
-# so nothing needs a shared library or NSS at run time).
+# /lockmigrate is pure Go (CGO_ENABLED=0). PostgreSQL's parser (libpg_query,
+# C), which `lint` and the LOCKMIGRATE_LINT gate need, is the second binary,
+# /lockmigrate-pgparse: built with cgo and linked statically (glibc's libc.a
+# from the builder's libc6-dev; netgo and osusergo keep the resolver and
+# user lookups in Go, so nothing needs a shared library or NSS at run time).
+# lockmigrate starts it from next to itself as a co-process only when it
+# lints, once per process: a replica that finds everything applied never
+# maps or starts it (docs/lint.md, "The parser, and what it costs").
 #
 #   docker build -t registry.example.com/app-migrate:1.4.0 \
 #     --build-arg MIGRATIONS=db/migrations \
@@ -70,6 +74,13 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 
 COPY . .
 
+# The parser helper does not embed the migrations: a build that only changes
+# MIGRATIONS reuses this layer.
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+        -ldflags "-s -w -linkmode external -extldflags -static" -o /out/lockmigrate-pgparse ./cmd/lockmigrate-pgparse
+
 # Replace the embedded set with the top-level *.sql files of $MIGRATIONS
 # (migrations/embed.go stays). With the default this copies the set onto
 # itself.
@@ -91,8 +102,7 @@ ARG VERSION
 ARG FORMAT=auto
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
-        -ldflags "-s -w -linkmode external -extldflags -static -X main.version=${VERSION}" -o /out/lockmigrate . \
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/lockmigrate . \
     && env -i LOCKMIGRATE_FORMAT="${FORMAT}" /out/lockmigrate validate \
     && env -i LOCKMIGRATE_FORMAT="${FORMAT}" /out/lockmigrate lint
 
@@ -113,7 +123,7 @@ LABEL org.opencontainers.image.title="lockmigrate" \
 
 COPY --from=build /out/etc/passwd /out/etc/group /etc/
 COPY --from=build /out/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /out/lockmigrate /lockmigrate
+COPY --from=build /out/lockmigrate /out/lockmigrate-pgparse /
 
 USER 65532:65532
 ENTRYPOINT ["/lockmigrate"]

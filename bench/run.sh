@@ -130,9 +130,10 @@ while read -r name path; do ln -sf "$path" "$BIN/$name"; done <<<"$peers"
 info "building lockmigrate, floor, rtproxy, report"
 (
 	cd "$REPO"
-	# Static, as the image ships it (Dockerfile: cgo for the lint parser,
-	# linked statically).
-	CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo -ldflags "-s -w -linkmode external -extldflags -static" -o "$BIN/lockmigrate" .
+	# As the image ships it: pure Go, with its lint parser helper (static
+	# cgo) next to it.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/lockmigrate" .
+	CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo -ldflags "-s -w -linkmode external -extldflags -static" -o "$BIN/lockmigrate-pgparse" ./cmd/lockmigrate-pgparse
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/floor" ./bench/floor
 	go build -o "$BIN/rtproxy" ./bench/rtproxy
 	go build -o "$BIN/report" ./bench/report
@@ -160,7 +161,7 @@ meta memory "$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 meta kernel "$(uname -r)"
 meta go "$(go version | cut -d' ' -f3-)"
 meta hyperfine "$(hyperfine --version | cut -d' ' -f2)"
-meta lockmigrate_version "$LOCKMIGRATE_REV (static cgo: go build -trimpath -tags netgo,osusergo -ldflags \"-s -w -linkmode external -extldflags -static\")"
+meta lockmigrate_version "$LOCKMIGRATE_REV (CGO_ENABLED=0 go build -trimpath -ldflags \"-s -w\")"
 for t in goose migrate tern; do
 	meta "${t}_version" "$(go version -m "$BIN/$t" | awk '$1 == "mod" {print $2 "@" $3; exit}')"
 done
@@ -274,7 +275,7 @@ step "Generating migration sets"
 if has noop; then
 	gen_set noop "$NOOP_SET"
 	cp "$SETS/noop/lockmigrate/"*.sql "$WORK/src/migrations/"
-	(cd "$WORK/src" && CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo -ldflags "-s -w -linkmode external -extldflags -static" -o "$BIN/lockmigrate-embedded" .)
+	(cd "$WORK/src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN/lockmigrate-embedded" .)
 fi
 if has apply || has rt; then gen_set apply "$APPLY_SET"; fi
 has rt && gen_set small "$RT_SMALL"

@@ -253,10 +253,12 @@ DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/demo?sslmode=disable"
 info "running in $WORK, database demo at $DATABASE_URL"
 
 step "Build"
-# cgo, as the image builds it: the lint gate before apply needs PostgreSQL's
-# parser (libpg_query), which is C.
+# As the image ships them: lockmigrate pure Go, and next to it the parser
+# helper the lint gate before apply starts (PostgreSQL's parser,
+# libpg_query, is C: cgo).
 command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
-(cd "$REPO" && CGO_ENABLED=1 go build -o "$WORK/lockmigrate" .)
+(cd "$REPO" && CGO_ENABLED=0 go build -o "$WORK/lockmigrate" . &&
+	CGO_ENABLED=1 go build -o "$WORK/lockmigrate-pgparse" ./cmd/lockmigrate-pgparse)
 BIN="$WORK/lockmigrate"
 EXPECTED=$(find "$REPO/migrations" -maxdepth 1 -name '*.sql' | wc -l)
 info "$("$BIN" version), $EXPECTED embedded migrations"

@@ -25,15 +25,20 @@
 #   2. snapshot the build context exactly as podman sends it (.dockerignore
 #      applied) and check that it holds every .go and .sql file and no .git;
 #      every build below uses that snapshot, so concurrent edits cannot mix;
-#   3. build the binary on the host from the snapshot with the Dockerfile's
-#      command (static cgo, -trimpath, same tags and ldflags) and, with the stand-in
-#      builder (same Go), check it is byte-identical to the image's binary;
-#   4. build the image; check its labels, user, entrypoint and that it holds
-#      only /lockmigrate, /etc/passwd, /etc/group and the CA bundle (no shell);
+#   3. build the two binaries on the host from the snapshot with the
+#      Dockerfile's commands (lockmigrate pure Go, its parser helper
+#      lockmigrate-pgparse static cgo; -trimpath, same tags and ldflags) and,
+#      with the stand-in builder (same Go), check each is byte-identical to
+#      the image's;
+#   4. build the image; check its labels, user, entrypoint, that it holds
+#      only /lockmigrate, /lockmigrate-pgparse, /etc/passwd, /etc/group and
+#      the CA bundle (no shell), and that its size is the two binaries' and
+#      little more;
 #   5. run it read-only as 65532 against an empty database (applied), again
-#      (up_to_date), `status`, `version`, --entrypoint /bin/sh (must fail),
-#      then 3 containers at once on another empty database (one applies,
-#      each migration exactly once);
+#      (up_to_date), `status`, `version`, `lint` of the embedded set (clean)
+#      and of a mounted file with a finding (exit 5: the helper parses in the
+#      image), --entrypoint /bin/sh (must fail), then 3 containers at once
+#      on another empty database (one applies, each migration exactly once);
 #   6. build with --build-arg MIGRATIONS=scripts/image/testdata/custom and run
 #      it: only that set is applied; builds with a directory holding no *.sql
 #      and with an invalid set (duplicate version) must fail.
@@ -146,9 +151,10 @@ build_image() {
 		--build-arg REVISION="$REVISION" -f "$CTX/Dockerfile" "$@" "$CTX" >"$log" 2>&1 || RC=$?
 }
 
-# host_build OUT [MIGRATIONS]: the Dockerfile's build command on the host, in
+# host_build OUT [MIGRATIONS]: the Dockerfile's build commands on the host, in
 # the context snapshot (or a copy of it whose embedded set is replaced by the
-# *.sql files of MIGRATIONS, as the Dockerfile does).
+# *.sql files of MIGRATIONS, as the Dockerfile does): lockmigrate to OUT, its
+# parser helper to OUT-pgparse.
 host_build() {
 	local out=$1 migdir=${2:-} dir=$CTX
 	if [ -n "$migdir" ]; then
@@ -159,16 +165,18 @@ host_build() {
 		cp "$CTX/$migdir"/*.sql "$dir/migrations/"
 	fi
 	(cd "$dir" && env -u GOFLAGS -u GOOS -u GOARCH -u GOAMD64 -u GOEXPERIMENT GOTOOLCHAIN=local \
-		CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
-		-ldflags "-s -w -linkmode external -extldflags -static -X main.version=${VERSION}" -o "$out" .)
+		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o "$out" . &&
+		env -u GOFLAGS -u GOOS -u GOARCH -u GOAMD64 -u GOEXPERIMENT GOTOOLCHAIN=local \
+			CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+			-ldflags "-s -w -linkmode external -extldflags -static" -o "$out-pgparse" ./cmd/lockmigrate-pgparse)
 }
 
-# extract_binary IMAGE OUT: copy /lockmigrate out of IMAGE.
+# extract_binary IMAGE OUT [PATH]: copy PATH (/lockmigrate) out of IMAGE.
 extract_binary() {
 	local rc=0
 	CONTAINERS+=("$NAME-extract")
 	pm create --name "$NAME-extract" "$1" >/dev/null || return 1
-	pm cp "$NAME-extract:/lockmigrate" "$2" || rc=$?
+	pm cp "$NAME-extract:${3:-/lockmigrate}" "$2" || rc=$?
 	pm rm -f "$NAME-extract" >/dev/null
 	return "$rc"
 }
@@ -280,7 +288,14 @@ HOST_BIN_CUSTOM=$WORK/lockmigrate.custom.host
 host_build "$HOST_BIN" || die "go build failed on the host"
 host_build "$HOST_BIN_CUSTOM" "$CUSTOM_DIR" || die "go build with MIGRATIONS=$CUSTOM_DIR failed on the host"
 BINARY_SIZE=$(stat -c %s "$HOST_BIN")
-info "static cgo go build -trimpath (the Dockerfile's command): $BINARY_SIZE bytes"
+HELPER_SIZE=$(stat -c %s "$HOST_BIN-pgparse")
+info "lockmigrate, CGO_ENABLED=0 go build -trimpath (the Dockerfile's command): $BINARY_SIZE bytes"
+info "lockmigrate-pgparse, static cgo go build -trimpath (the Dockerfile's command): $HELPER_SIZE bytes"
+if go version -m "$HOST_BIN" | grep -q 'CGO_ENABLED=0' && go version -m "$HOST_BIN-pgparse" | grep -q 'CGO_ENABLED=1'; then
+	pass "host build: lockmigrate without cgo, lockmigrate-pgparse with"
+else
+	fail "host build: $(go version -m "$HOST_BIN" | grep CGO_ENABLED); $(go version -m "$HOST_BIN-pgparse" | grep CGO_ENABLED)"
+fi
 if out=$("$HOST_BIN" version) && [ "$out" = "lockmigrate $VERSION" ]; then
 	pass "host binary: prints '$out'"
 else
@@ -431,21 +446,30 @@ if $BUILT; then
 	pm create --name "$NAME-files" "$IMAGE" >/dev/null
 	pm export "$NAME-files" | tar -t | sed 's#/$##' | sort >"$WORK/image-files"
 	pm rm -f "$NAME-files" >/dev/null
-	want=$(printf '%s\n' etc etc/group etc/passwd etc/ssl etc/ssl/certs etc/ssl/certs/ca-certificates.crt lockmigrate | sort)
+	want=$(printf '%s\n' etc etc/group etc/passwd etc/ssl etc/ssl/certs etc/ssl/certs/ca-certificates.crt \
+		lockmigrate lockmigrate-pgparse | sort)
 	if [ "$(cat "$WORK/image-files")" = "$want" ]; then
-		pass "filesystem: only /lockmigrate, /etc/passwd, /etc/group, the CA bundle (no shell)"
+		pass "filesystem: only /lockmigrate, /lockmigrate-pgparse, /etc/passwd, /etc/group, the CA bundle (no shell)"
 	else
 		fail "filesystem: $(tr '\n' ' ' <"$WORK/image-files")"
 	fi
+	# Nothing but the two binaries of any size: at most 1 MiB over them
+	# (the CA bundle is about 220 KB).
+	if [ "$IMAGE_SIZE" -le $((BINARY_SIZE + HELPER_SIZE + 1048576)) ]; then
+		pass "image size $IMAGE_SIZE bytes: the two binaries ($BINARY_SIZE + $HELPER_SIZE) and $((IMAGE_SIZE - BINARY_SIZE - HELPER_SIZE)) bytes more"
+	else
+		fail "image size $IMAGE_SIZE bytes, over the two binaries ($BINARY_SIZE + $HELPER_SIZE) + 1 MiB"
+	fi
 
 	extract_binary "$IMAGE" "$WORK/lockmigrate.image"
+	extract_binary "$IMAGE" "$WORK/lockmigrate-pgparse.image" /lockmigrate-pgparse
 	IMAGE_BINARY_SIZE=$(stat -c %s "$WORK/lockmigrate.image")
 	if [ -n "$GO_IMAGE_OVERRIDE" ]; then
-		skip "image binary == host binary" "builder $GO_IMAGE_OVERRIDE may have another Go than the host"
-	elif cmp -s "$WORK/lockmigrate.image" "$HOST_BIN"; then
-		pass "image binary == host build, byte for byte (sha256 $(sha256sum "$HOST_BIN" | cut -c1-16)…)"
+		skip "image binaries == host binaries" "builder $GO_IMAGE_OVERRIDE may have another Go than the host"
+	elif cmp -s "$WORK/lockmigrate.image" "$HOST_BIN" && cmp -s "$WORK/lockmigrate-pgparse.image" "$HOST_BIN-pgparse"; then
+		pass "image binaries == host builds, byte for byte (sha256 $(sha256sum "$HOST_BIN" | cut -c1-16)…, $(sha256sum "$HOST_BIN-pgparse" | cut -c1-16)…)"
 	else
-		fail "image binary ($IMAGE_BINARY_SIZE bytes) differs from the host build ($BINARY_SIZE bytes)"
+		fail "image binaries ($IMAGE_BINARY_SIZE, $(stat -c %s "$WORK/lockmigrate-pgparse.image") bytes) differ from the host builds ($BINARY_SIZE, $HELPER_SIZE bytes)"
 	fi
 else
 	skip "image contents and metadata" "no image"
@@ -527,7 +551,31 @@ if $BUILT; then
 		fail "version: exit $RC, printed '$(cat "$WORK/version.out")'"
 	fi
 
-	# 5. No shell.
+	# 5. lint: the embedded set is clean (the build linted it too); a
+	# mounted file with a finding is exit 5 with the finding, which only a
+	# parse can give: the pure-Go binary ran its helper.
+	run_image container-lint "$WORK/lint.out" "$WORK/lint.err" "$IMAGE" lint
+	if [ "$RC" -eq 0 ] && grep -q '^0 error(s)' "$WORK/lint.out"; then
+		pass "lint of the embedded set: $(grep '^0 error(s)' "$WORK/lint.out")"
+	else
+		show "$WORK/lint.out"
+		show "$WORK/lint.err"
+		fail "lint of the embedded set: exit $RC"
+	fi
+	mkdir -p "$WORK/lintset"
+	printf 'CREATE INDEX orders_state_idx ON orders (state);\n' >"$WORK/lintset/2_index.sql"
+	chmod -R a+rX "$WORK/lintset"
+	run_image container-lint-bad "$WORK/lint-bad.out" "$WORK/lint-bad.err" -v "$WORK/lintset:/set:ro" \
+		-e LOCKMIGRATE_DIR=/set "$IMAGE" lint /set/2_index.sql
+	if [ "$RC" -eq 5 ] && grep -q '2_index.sql:1:1: error \[index-concurrently\]' "$WORK/lint-bad.out"; then
+		pass "lint of a mounted file: exit 5, $(grep -o 'error \[index-concurrently\].*' "$WORK/lint-bad.out" | cut -c1-60)…"
+	else
+		show "$WORK/lint-bad.out"
+		show "$WORK/lint-bad.err"
+		fail "lint of a mounted file: exit $RC, want 5 with an index-concurrently finding"
+	fi
+
+	# 6. No shell.
 	run_image container-sh "$WORK/sh.out" "$WORK/sh.err" --entrypoint /bin/sh "$IMAGE" -c true
 	if [ "$RC" -ne 0 ] && grep -qi 'no such file' "$WORK/sh.err"; then
 		pass "--entrypoint /bin/sh fails (exit $RC): $(grep -oi 'stat /bin/sh: no such file or directory' "$WORK/sh.err" | head -n1)"
@@ -669,7 +717,8 @@ fi
 
 # ---------------------------------------------------------------------------
 step "Summary"
-info "binary size: $BINARY_SIZE bytes ($((BINARY_SIZE / 1024)) KiB)${IMAGE_BINARY_SIZE:+; in the image: $IMAGE_BINARY_SIZE bytes}"
+info "binary size: lockmigrate $BINARY_SIZE bytes ($((BINARY_SIZE / 1024)) KiB)${IMAGE_BINARY_SIZE:+; in the image: $IMAGE_BINARY_SIZE bytes}"
+info "             lockmigrate-pgparse $HELPER_SIZE bytes ($((HELPER_SIZE / 1024)) KiB)"
 if [ -n "$IMAGE_SIZE" ]; then
 	info "image size:  $IMAGE_SIZE bytes ($((IMAGE_SIZE / 1024)) KiB), podman image inspect --format '{{.Size}}'"
 else

@@ -22,9 +22,12 @@ import (
 // module is the root module, whose main package is the binary.
 const module = "github.com/lockmigrate/lockmigrate"
 
-// Build builds the binary into dir/lockmigrate and returns its path. It
-// builds from the root module's directory, found by walking up from the
-// working directory, so it serves packages of nested modules too.
+// Build builds the binary as it ships into dir: lockmigrate pure Go
+// (CGO_ENABLED=0), and the parser helper it runs to lint,
+// dir/lockmigrate-pgparse (BuildParser), so the tests exercise lint
+// through the co-process. It returns lockmigrate's path. It builds from
+// the root module's directory, found by walking up from the working
+// directory, so it serves packages of nested modules too.
 func Build(dir string, extraArgs ...string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
@@ -32,12 +35,37 @@ func Build(dir string, extraArgs ...string) (string, error) {
 	}
 	bin := filepath.Join(dir, "lockmigrate")
 	args := append(append([]string{"build", "-o", bin}, extraArgs...), ".")
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build in %s: %w\n%s", root, err, out)
+	if err := goBuild(root, "CGO_ENABLED=0", args...); err != nil {
+		return "", err
+	}
+	if _, err := BuildParser(dir); err != nil {
+		return "", err
 	}
 	return bin, nil
+}
+
+// BuildParser builds the parser helper (cmd/lockmigrate-pgparse) into
+// dir/lockmigrate-pgparse as it ships, cgo linked statically, and returns
+// its path.
+func BuildParser(dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "lockmigrate-pgparse")
+	err = goBuild(root, "CGO_ENABLED=1", "build", "-trimpath", "-o", bin, "-tags", "netgo,osusergo",
+		"-ldflags", "-s -w -linkmode external -extldflags -static", "./cmd/lockmigrate-pgparse")
+	return bin, err
+}
+
+func goBuild(root, cgo string, args ...string) error {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), cgo)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s go %s in %s: %w\n%s", cgo, strings.Join(args, " "), root, err, out)
+	}
+	return nil
 }
 
 // BuildTemp builds the binary into a new temporary directory, readable by

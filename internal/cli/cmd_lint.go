@@ -35,8 +35,8 @@ func runLint(ctx context.Context, a *app, args []string) int {
 	if err := a.setup(ctx, withMigrations); err != nil {
 		return exitCode(ctx, err)
 	}
-	if !pgparse.Available() {
-		return a.fail(ctx, "lint unavailable", usageError{errLintUnavailable.Error()})
+	if err := pgparse.Unavailable(); err != nil {
+		return a.fail(ctx, "lint unavailable", err)
 	}
 	rep, err := a.lint(ctx, fl.Args())
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
+	"github.com/lockmigrate/lockmigrate/internal/lint/pgparse"
 	"github.com/lockmigrate/lockmigrate/internal/rollout"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/runner"
@@ -78,7 +79,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitUsage
 	case errors.As(err, &cfgErr), errors.As(err, &parseErr), errors.As(err, &usage),
 		errors.Is(err, runner.ErrNothingToResolve),
-		errors.As(err, &k8sCfg), errors.As(err, &k8sErr) && k8sErr.NotFound(): // the rollout wait cannot work as configured
+		errors.As(err, &k8sCfg), errors.As(err, &k8sErr) && k8sErr.NotFound(), // the rollout wait cannot work as configured
+		errors.Is(err, pgparse.ErrUnavailable): // lint asked of an installation without its parser
 		return exitUsage
 	case errors.As(err, &connErr), errors.Is(err, runner.ErrReadOnly), dbconn.Lost(err),
 		errors.As(err, &termErr) && termErr.Denied, // the role lacks a privilege, like a failed login

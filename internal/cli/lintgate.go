@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -141,6 +140,3 @@ func (g *lintGate) findings() *metrics.LintFindings {
 	f := *g.found
 	return &f
 }
-
-// errLintUnavailable is a lint asked of a binary built without the parser.
-var errLintUnavailable = errors.New("lint needs the PostgreSQL parser, which this lockmigrate was built without (CGO_ENABLED=0)")

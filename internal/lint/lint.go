@@ -13,6 +13,7 @@ package lint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -110,8 +111,8 @@ func (r *Report) Count(s Severity) int {
 // findings. An error means the linter could not run (no parser in this
 // build, the catalog query failed); problems in the files are findings.
 func Lint(ctx context.Context, files []File, opts Options) (*Report, error) {
-	if !pgparse.Available() {
-		return nil, pgparse.ErrUnavailable
+	if err := pgparse.Unavailable(); err != nil {
+		return nil, err
 	}
 	if opts.SmallTableRows <= 0 {
 		opts.SmallTableRows = DefaultSmallTableRows
@@ -119,7 +120,10 @@ func Lint(ctx context.Context, files []File, opts Options) (*Report, error) {
 	parsed := make([]parsedFile, len(files))
 	rep := &Report{PGVersion: opts.PGVersion}
 	for i, f := range files {
-		parsed[i] = parseFile(f)
+		var err error
+		if parsed[i], err = parseFile(f); err != nil {
+			return nil, fmt.Errorf("lint: parse %s: %w", f.Name, err)
+		}
 		if !f.Applied {
 			rep.Files++
 			rep.Statements += len(parsed[i].stmts)
@@ -154,7 +158,9 @@ type parsedFile struct {
 	lines  []int // byte offset of each line's start
 }
 
-func parseFile(f File) parsedFile {
+// parseFile parses a file; its syntax errors are its finding, the error
+// a parser that could not run (a helper that failed).
+func parseFile(f File) (parsedFile, error) {
 	p := parsedFile{File: f, lines: []int{0}}
 	for i := 0; i < len(f.SQL); i++ {
 		if f.SQL[i] == '\n' {
@@ -162,16 +168,19 @@ func parseFile(f File) parsedFile {
 		}
 	}
 	stmts, err := pgparse.Parse(f.SQL)
+	if errors.Is(err, pgparse.ErrHelper) || errors.Is(err, pgparse.ErrUnavailable) {
+		return p, err
+	}
 	if err != nil {
 		se, ok := err.(*pgparse.SyntaxError)
 		if !ok {
 			se = &pgparse.SyntaxError{Msg: err.Error(), Offset: 0}
 		}
 		p.syntax = se
-		return p
+		return p, nil
 	}
 	p.stmts = stmts
-	return p
+	return p, nil
 }
 
 // position converts a byte offset into a 1-based line and column (in

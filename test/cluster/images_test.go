@@ -86,12 +86,17 @@ var variants = []variant{
 // buildImages builds every variant's binary on the host (the Dockerfile's
 // build command: CGO_ENABLED=0, -trimpath, -s -w) with the migration set
 // swapped in through a go build overlay, puts it in an image laid out as
-// the Dockerfile's final stage (scratch, /lockmigrate, passwd/group, the CA
+// the Dockerfile's final stage (scratch, /lockmigrate and its lint parser
+// /lockmigrate-pgparse, built once for all variants, passwd/group, the CA
 // bundle, USER 65532, ENTRYPOINT) and imports it into the cluster's
 // containerd with `scripts/k8s-cluster.sh image`. scripts/image-test.sh
-// checks that the Dockerfile's image carries exactly this binary.
+// checks that the Dockerfile's image carries exactly these binaries.
 func buildImages(ctx context.Context) error {
 	root, err := bintest.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	helper, err := bintest.BuildParser(workDir)
 	if err != nil {
 		return err
 	}
@@ -101,6 +106,9 @@ func buildImages(ctx context.Context) error {
 			return err
 		}
 		if err := buildBinary(ctx, root, dir, v); err != nil {
+			return err
+		}
+		if err := os.Link(helper, filepath.Join(dir, filepath.Base(helper))); err != nil {
 			return err
 		}
 		if err := writeImageContext(dir); err != nil {
@@ -164,7 +172,7 @@ func writeImageContext(dir string) error {
 		"Containerfile": "FROM scratch\n" +
 			"COPY passwd group /etc/\n" +
 			"COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n" +
-			"COPY lockmigrate /lockmigrate\n" +
+			"COPY lockmigrate lockmigrate-pgparse /\n" +
 			"USER 65532:65532\n" +
 			"ENTRYPOINT [\"/lockmigrate\"]\n",
 	}

@@ -8,17 +8,24 @@ import (
 	"github.com/pganalyze/pg_query_go/v6/parser"
 )
 
-const available = true
+// inProcess is libpg_query linked into this binary.
+type inProcess struct{}
 
-func parseJSON(sql string) (string, error) {
+// builtin is the parser a process uses unless Use installs a Client: the
+// one linked in.
+func builtin() backend { return inProcess{} }
+
+func (inProcess) parseJSON(sql string) (string, error) {
 	out, err := parser.ParseToJSON(sql)
 	return out, syntaxError(err)
 }
 
-func scanProtobuf(sql string) ([]byte, error) {
+func (inProcess) scanProtobuf(sql string) ([]byte, error) {
 	out, err := parser.ScanToProtobuf(sql)
 	return out, syntaxError(err)
 }
+
+func (inProcess) unavailable() error { return nil }
 
 func syntaxError(err error) error {
 	var pe *parser.Error

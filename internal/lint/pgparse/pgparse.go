@@ -5,19 +5,22 @@
 // any statement without depending on the binding's generated protobuf
 // types, whose package initialisation would run in every process.
 //
-// Nothing here runs before the first Parse: a run that lints nothing (the
-// lock-free fast path of every replica) never calls into the parser. The
-// library's own package initialisation (pg_query_init, which allocates
-// PostgreSQL's top memory context) does run at process start; it is
-// measured in docs/lint.md. In a build without cgo the parser is absent:
-// Parse returns ErrUnavailable.
+// Built with cgo, the parser is linked in. Built without (the shipped
+// lockmigrate, CGO_ENABLED=0), it is a second binary, lockmigrate-pgparse
+// (cmd/lockmigrate-pgparse, static cgo), found next to the running
+// executable and started as a co-process on the first Parse or Scan, once
+// per process: a run that lints nothing (the lock-free fast path of every
+// replica) neither maps the parser nor starts it. docs/lint.md measures
+// both.
 package pgparse
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -25,8 +28,63 @@ import (
 // (libpg_query 17).
 const Version = 17
 
-// ErrUnavailable is returned by Parse in a binary built without cgo.
-var ErrUnavailable = errors.New("this lockmigrate was built without the PostgreSQL parser (CGO_ENABLED=0); build it with cgo to lint")
+// ErrUnavailable is the error of a process that has no parser: built
+// without cgo, with no lockmigrate-pgparse next to its executable. The
+// error returned wraps it and says where the helper was looked for.
+var ErrUnavailable = errors.New("lint needs the PostgreSQL parser")
+
+// ErrHelper is wrapped by the errors of a parser helper that could not be
+// started, exited, or broke the protocol: the linter could not run.
+var ErrHelper = errors.New("the PostgreSQL parser helper failed")
+
+// backend is where the texts are parsed: in this process (cgo) or by a
+// Client's helper.
+type backend interface {
+	// parseJSON is libpg_query's JSON parse tree of sql, or a
+	// *SyntaxError whose Offset is the parser's 0-based character
+	// position.
+	parseJSON(sql string) (string, error)
+	// scanProtobuf is the lexer's protobuf ScanResult of sql.
+	scanProtobuf(sql string) ([]byte, error)
+	// unavailable is nil when the backend can parse, else the error
+	// (wrapping ErrUnavailable) that says why not.
+	unavailable() error
+}
+
+var (
+	useMu sync.Mutex
+	// used is the Client installed by Use, nil for builtin.
+	used backend
+)
+
+// current is the backend of the package-level functions.
+func current() backend {
+	useMu.Lock()
+	defer useMu.Unlock()
+	if used != nil {
+		return used
+	}
+	return builtin()
+}
+
+// Use makes Parse, Scan and Available go through c instead of the built-in
+// parser until restore is called: the tests run the whole linter through a
+// helper built for them, and a program can point at a helper installed
+// elsewhere than next to its executable.
+func Use(c *Client) (restore func()) {
+	useMu.Lock()
+	defer useMu.Unlock()
+	prev := used
+	used = nil
+	if c != nil {
+		used = c
+	}
+	return func() {
+		useMu.Lock()
+		defer useMu.Unlock()
+		used = prev
+	}
+}
 
 // Stmt is one statement of a parsed text.
 type Stmt struct {
@@ -54,21 +112,29 @@ var parses atomic.Int64
 // Parses reports how many texts this process has handed to the parser.
 func Parses() int64 { return parses.Load() }
 
-// Available reports whether this binary has the parser.
-func Available() bool { return available }
+// Available reports whether this process can parse: built with cgo, or
+// with its helper in place. It does not start the helper.
+func Available() bool { return current().unavailable() == nil }
+
+// Unavailable is nil when Available, else the error that says where the
+// helper was looked for and how to install it (wrapping ErrUnavailable).
+func Unavailable() error { return current().unavailable() }
 
 // Parse parses sql, which may hold many statements. A text the grammar
 // rejects is a *SyntaxError; a text holding a NUL byte, which no
-// PostgreSQL query can hold, is one too.
-func Parse(sql string) ([]Stmt, error) {
-	if !available {
-		return nil, ErrUnavailable
+// PostgreSQL query can hold, is one too. Without a parser the error wraps
+// ErrUnavailable; with a helper that failed, ErrHelper.
+func Parse(sql string) ([]Stmt, error) { return parse(current(), sql) }
+
+func parse(b backend, sql string) ([]Stmt, error) {
+	if err := b.unavailable(); err != nil {
+		return nil, err
 	}
 	if i := strings.IndexByte(sql, 0); i >= 0 {
 		return nil, &SyntaxError{Msg: "NUL byte in the text", Offset: i}
 	}
 	parses.Add(1)
-	raw, err := parseJSON(sql)
+	raw, err := b.parseJSON(sql)
 	if err != nil {
 		return nil, located(sql, err)
 	}
@@ -82,7 +148,7 @@ func Parse(sql string) ([]Stmt, error) {
 	if err := json.Unmarshal([]byte(raw), &tree); err != nil {
 		return nil, fmt.Errorf("decode the parse tree: %w", err)
 	}
-	toks, err := scan(sql)
+	toks, err := scan(b, sql)
 	if err != nil {
 		return nil, located(sql, err)
 	}
@@ -93,12 +159,15 @@ func Parse(sql string) ([]Stmt, error) {
 			end = s.Location + s.Len
 		}
 		st := Stmt{Node: wrapped(s.Stmt), Start: -1}
-		for _, t := range toks {
-			if t.start >= s.Location && t.end <= end && !t.comment {
+		// The tokens are in text order and do not overlap: the
+		// statement's are a run from the first at or after its location.
+		i := sort.Search(len(toks), func(i int) bool { return toks[i].start >= s.Location })
+		for ; i < len(toks) && toks[i].end <= end; i++ {
+			if !toks[i].comment {
 				if st.Start < 0 {
-					st.Start = t.start
+					st.Start = toks[i].start
 				}
-				st.End = t.end
+				st.End = toks[i].end
 			}
 		}
 		if st.Start < 0 {

@@ -5,12 +5,25 @@ import (
 	"testing"
 )
 
-func TestParse(t *testing.T) {
-	if !Available() {
-		t.Skip("built without cgo")
+// parsers are the two ways to parse: in process (skipped in a build
+// without cgo) and through the helper built by TestMain.
+func parsers(t *testing.T) map[string]func(string) ([]Stmt, error) {
+	out := map[string]func(string) ([]Stmt, error){"helper": newClient(t).Parse}
+	if _, ok := builtin().(*Client); !ok {
+		out["in process"] = Parse
 	}
+	return out
+}
+
+func TestParse(t *testing.T) {
+	for name, parse := range parsers(t) {
+		t.Run(name, func(t *testing.T) { testParse(t, parse) })
+	}
+}
+
+func testParse(t *testing.T, parse func(string) ([]Stmt, error)) {
 	sql := "-- lead\nCREATE INDEX CONCURRENTLY i ON t (x); /* c */\n\nSELECT 'é;' /* trailing */ ;\nVACUUM FULL t -- end\n"
-	stmts, err := Parse(sql)
+	stmts, err := parse(sql)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,16 +46,19 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseSyntaxError(t *testing.T) {
-	if !Available() {
-		t.Skip("built without cgo")
+	for name, parse := range parsers(t) {
+		t.Run(name, func(t *testing.T) { testParseSyntaxError(t, parse) })
 	}
+}
+
+func testParseSyntaxError(t *testing.T, parse func(string) ([]Stmt, error)) {
 	sql := "SELECT 'é';\nSELEC 1;"
-	_, err := Parse(sql)
+	_, err := parse(sql)
 	var se *SyntaxError
 	if !errors.As(err, &se) || se.Offset != len("SELECT 'é';\n") {
 		t.Fatalf("err = %#v, want a SyntaxError at byte %d", err, len("SELECT 'é';\n"))
 	}
-	if _, err := Parse("SELECT 1\x00"); !errors.As(err, &se) {
+	if _, err := parse("SELECT 1\x00"); !errors.As(err, &se) {
 		t.Fatalf("NUL: %v", err)
 	}
 }

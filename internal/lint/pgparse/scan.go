@@ -25,15 +25,17 @@ type Token struct {
 
 // Scan runs PostgreSQL's lexer alone over sql: it accepts any text the
 // lexer can tokenize, valid statements or not.
-func Scan(sql string) ([]Token, error) {
-	if !available {
-		return nil, ErrUnavailable
+func Scan(sql string) ([]Token, error) { return scanTokens(current(), sql) }
+
+func scanTokens(b backend, sql string) ([]Token, error) {
+	if err := b.unavailable(); err != nil {
+		return nil, err
 	}
 	if i := strings.IndexByte(sql, 0); i >= 0 {
 		return nil, &SyntaxError{Msg: "NUL byte in the text", Offset: i}
 	}
 	parses.Add(1)
-	toks, err := scan(sql)
+	toks, err := scan(b, sql)
 	if err != nil {
 		return nil, located(sql, err)
 	}
@@ -56,8 +58,8 @@ var errProtobuf = errors.New("pgparse: malformed scan result")
 // ScanResult {1: version, 2: repeated ScanToken {1: start, 2: end, 4:
 // token, 5: keyword_kind}}, decoded here by hand: four varint fields do not
 // justify linking the generated types.
-func scan(sql string) ([]token, error) {
-	b, err := scanProtobuf(sql)
+func scan(be backend, sql string) ([]token, error) {
+	b, err := be.scanProtobuf(sql)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,217 @@
+package pgparse
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lockmigrate/lockmigrate/internal/bintest"
+)
+
+// helperBin is the helper built for this test binary by TestMain.
+var helperBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lmpgparse")
+	if err == nil {
+		helperBin, err = bintest.BuildParser(dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building the parser helper:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newClient is a Client of the built helper, closed with the test.
+func newClient(t *testing.T) *Client {
+	t.Helper()
+	c := NewClient(helperBin)
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return c
+}
+
+// corpus is every SQL text of the repository (migrations, examples, the
+// splitter's fuzz inputs) and texts at the edges of the protocol: empty,
+// comments only, multi-byte characters before an error, lexer errors, a
+// large file.
+func corpus(t *testing.T) map[string]string {
+	t.Helper()
+	root, err := bintest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{
+		"empty": "", "comment": "-- only\n/* a comment */", "syntax": "SELECT 'é';\nSELEC 1;",
+		"unterminated": "SELECT 'abc", "dollar": "DO $$ BEGIN PERFORM 1; END $$;", "late error": "SELECT 1; SELECT 'ü' + ;",
+		"large": strings.Repeat("INSERT INTO t (a, b) VALUES (1, 'x;y');\n", 20000),
+	}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && (d.Name() == ".git" || d.Name() == "node_modules"):
+			return filepath.SkipDir
+		case d.IsDir():
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		if strings.HasSuffix(path, ".sql") {
+			b, err := os.ReadFile(path)
+			out[rel] = string(b)
+			return err
+		}
+		if strings.Contains(rel, "sqlsplit/testdata/fuzz/") {
+			b, err := os.ReadFile(path)
+			for _, line := range strings.Split(string(b), "\n") {
+				if s, ok := strings.CutPrefix(line, "string("); ok {
+					if u, err := strconv.Unquote(strings.TrimSuffix(s, ")")); err == nil {
+						out[rel] = u
+					}
+				}
+			}
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) < 25 {
+		t.Fatalf("corpus of %d texts: the walk found too little", len(out))
+	}
+	return out
+}
+
+// TestClientOneProcess: the helper starts on the first call, not before,
+// and serves every later one.
+func TestClientOneProcess(t *testing.T) {
+	c := newClient(t)
+	if c.PID() != 0 {
+		t.Fatal("NewClient started the helper")
+	}
+	before := Parses()
+	var (
+		pid  int
+		took [3]time.Duration
+	)
+	for i := range 3 {
+		start := time.Now()
+		if _, err := c.Parse("SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		took[i] = time.Since(start)
+		if i == 0 {
+			pid = c.PID()
+		}
+		if c.PID() != pid || pid == 0 {
+			t.Fatalf("call %d: helper %d, first %d", i, c.PID(), pid)
+		}
+	}
+	if got := Parses() - before; got != 3 {
+		t.Fatalf("Parses counted %d, want 3", got)
+	}
+	t.Logf("first Parse (start, handshake, parse): %s; the next two: %s, %s", took[0], took[1], took[2])
+}
+
+// TestClientHelperKilled: a helper killed between two parses fails the
+// next one with ErrHelper, saying how it ended, rather than hanging; the
+// call after that starts a new helper.
+func TestClientHelperKilled(t *testing.T) {
+	c := newClient(t)
+	if _, err := c.Parse("SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Parse("SELECT 2"); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrHelper) || !strings.Contains(err.Error(), "signal: killed") || !strings.Contains(err.Error(), helperBin) {
+			t.Fatalf("after the kill: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Parse hung on a killed helper")
+	}
+	if _, err := c.Parse("SELECT 3"); err != nil || c.PID() == pid || c.PID() == 0 {
+		t.Fatalf("after a failure: %v, helper %d (killed %d)", err, c.PID(), pid)
+	}
+}
+
+// TestClientNotAHelper: a file at the helper's path that is not the
+// helper, or a helper that fails, is refused with ErrHelper and what it
+// said; a missing one is ErrUnavailable naming the path.
+func TestClientNotAHelper(t *testing.T) {
+	defer func(d time.Duration) { helloTimeout = d }(helloTimeout)
+	helloTimeout = 300 * time.Millisecond
+	cases := []struct{ name, script, want string }{
+		{"exits at once", "echo 'no parser here' >&2; exit 3", "exit status 3); its stderr: no parser here"},
+		{"echoes its input", "exec cat", `status 'H'`},
+		{"prints text", "echo hello; cat >/dev/null", "malformed frame"},
+		{"never answers", "exec sleep 600", "i/o timeout"},
+		{"other protocol version", `printf 'o\000\000\000\024lockmigrate-pgparse\002'; cat >/dev/null`, "it speaks protocol version 2, this lockmigrate 1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), HelperName)
+			if err := os.WriteFile(path, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			c := NewClient(path)
+			defer c.Close()
+			_, err := c.Parse("SELECT 1")
+			if !errors.Is(err, ErrHelper) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("err = %v, want ErrHelper with %q", err, tc.want)
+			}
+			if c.PID() != 0 {
+				t.Fatal("a refused helper is kept")
+			}
+		})
+	}
+	path := filepath.Join(t.TempDir(), HelperName)
+	c := NewClient(path)
+	restore := Use(c)
+	defer restore()
+	if Available() {
+		t.Fatal("Available with no helper")
+	}
+	_, err := Parse("SELECT 1")
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), path+": no such file") || !errors.Is(Unavailable(), ErrUnavailable) {
+		t.Fatalf("missing helper: %v", err)
+	}
+}
+
+// TestFrames: a length over the bound and a truncated payload are errors,
+// not allocations or hangs; a syntax error's offset survives, -1 too.
+func TestFrames(t *testing.T) {
+	if _, _, err := readFrame(bufio.NewReader(strings.NewReader("o\xff\xff\xff\xff"))); !errors.Is(err, errFrame) {
+		t.Fatalf("oversized: %v", err)
+	}
+	if _, _, err := readFrame(bufio.NewReader(strings.NewReader("o\x00\x00\x00\x09abc"))); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated: %v", err)
+	}
+	for _, se := range []SyntaxError{{Msg: "m", Offset: -1}, {Msg: "é", Offset: 12345}} {
+		got, err := decodeSyntax(encodeSyntax(&se))
+		if err != nil || *got != se {
+			t.Fatalf("%+v came back as %+v, %v", se, got, err)
+		}
+	}
+}
