@@ -185,8 +185,8 @@ log_min_messages = warning
 EOF
 touch "$WORK/pg.log"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$WORK/pg.log"
-pg_start() { # [max_connections]
-	as_pg "$PGBIN/pg_ctl" -D "$PG_DATADIR" -l "$WORK/pg.log" -w -t 60 ${1:+-o "-c max_connections=$1"} start >/dev/null ||
+pg_start() { # [server options, e.g. "-c max_connections=20"]
+	as_pg "$PGBIN/pg_ctl" -D "$PG_DATADIR" -l "$WORK/pg.log" -w -t 60 ${1:+-o "$1"} start >/dev/null ||
 		die "PostgreSQL did not start: $(tail -n 5 "$WORK/pg.log")"
 	PG_STARTED=true
 }
@@ -323,9 +323,28 @@ if has noop; then
 fi
 
 # --- 2. apply of fresh migrations ---------------------------------------------------------
+APPLY_LOCKS=512
+meta apply_locks "$APPLY_LOCKS"
+# apply_hf SIZE TOOL ROUND RUNS: hyperfine of TOOL (floor, each, all)
+# applying the SIZE set, fresh database before every run.
+apply_hf() {
+	(
+		export DATABASE_URL
+		DATABASE_URL=$(url apply)
+		if [ "$2" = floor ]; then
+			export FLOOR_DIR=$SETS/apply$1/lm
+			c=$BIN/floor
+		else
+			export LOCKMIGRATE_DIR=$SETS/apply$1/lm LOCKMIGRATE_TRANSACTION=$2
+			c=$BIN/lockmigrate
+		fi
+		hf "$OUT/apply/$1-$2-$3.json" --runs "$4" --prepare "$WORK/fresh.sh apply" -n "$2" "$c"
+	)
+}
 if has apply; then
 	step "2. Apply $APPLY_SIZES fresh migrations (floor, each, all; fresh database per run)"
 	mkdir -p "$OUT/apply"
+	: >"$OUT/apply/all-failed.tsv"
 	read -ra runs <<<"$APPLY_RUNS"
 	k=0
 	for s in $APPLY_SIZES; do
@@ -335,18 +354,23 @@ if has apply; then
 		for r in $(seq 1 "$APPLY_ROUNDS"); do
 			for t in floor each all; do
 				quiet "apply $s $t round $r"
-				(
-					export DATABASE_URL
-					DATABASE_URL=$(url apply)
-					if [ "$t" = floor ]; then
-						export FLOOR_DIR=$SETS/apply$s/lm
-						c=$BIN/floor
-					else
-						export LOCKMIGRATE_DIR=$SETS/apply$s/lm LOCKMIGRATE_TRANSACTION=$t
-						c=$BIN/lockmigrate
-					fi
-					hf "$OUT/apply/$s-$t-$r.json" --runs "$n" --prepare "$WORK/fresh.sh apply" -n "$t" "$c"
-				)
+				if ! apply_hf "$s" "$t" "$r" "$n"; then
+					# `all` takes every new table's lock in one transaction:
+					# past max_locks_per_transaction x max_connections slots
+					# the server refuses (53200 out of shared memory).
+					[ "$t" = all ] || die "$t failed to apply the $s set"
+					fresh apply
+					env DATABASE_URL="$(url apply)" LOCKMIGRATE_DIR="$SETS/apply$s/lm" LOCKMIGRATE_TRANSACTION=all \
+						"$BIN/lockmigrate" >/dev/null 2>"$WORK/last.err" || true
+					err=$(sed -n -E 's/.*"msg":"run finished".*"error":"([^"]*)".*/\1/p' "$WORK/last.err" | tail -n1)
+					printf '%s\t%s\t%s\n' "$s" "$r" "${err:-$(tail -n1 "$WORK/last.err")}" >>"$OUT/apply/all-failed.tsv"
+					info "all failed at $s with the server's defaults: $err; again with max_locks_per_transaction = $APPLY_LOCKS"
+					pg_stop
+					pg_start "-c max_locks_per_transaction=$APPLY_LOCKS"
+					apply_hf "$s" "$t" "$r" "$n" || die "all failed at $s with max_locks_per_transaction = $APPLY_LOCKS"
+					pg_stop
+					pg_start
+				fi
 				if [ "$t" = floor ]; then
 					got=$(psqlc -d apply -c "SELECT count(*) FROM floor_history")
 				else
@@ -428,13 +452,13 @@ storm() {
 	wall_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) * 1000}')
 	counts=$(psqlc -d "$db" -F ' ' -c "SELECT count(*), count(DISTINCT version) FROM applied_log")
 	if [ "$t" = lockmigrate ]; then
-		retried=$(grep -l '"msg":"connect failed, retrying"' "$dir"/*.err 2>/dev/null | wc -l)
+		retried=$(grep -l '"msg":"connect failed, retrying"' "$dir"/*.err 2>/dev/null | wc -l || true)
 	fi
 	# The failed replicas' most frequent last stderr line.
 	errs=$(for i in $(seq 1 "$n"); do
 		[ "${rcs[$((i - 1))]}" = 0 ] && continue
-		grep -v '^[[:space:]]*$' "$dir/$i.err" | tail -n1 | sed -E 's/pid=[0-9]+/pid=N/g' | cut -c1-160
-	done | sort | uniq -c | sort -rn | head -n1 | sed -E 's/^ *//; s/\t/ /g')
+		{ grep -v '^[[:space:]]*$' "$dir/$i.err" || true; } | tail -n1 | sed -E 's/pid=[0-9]+/pid=N/g' | cut -c1-160
+	done | sort | uniq -c | sort -rn | head -n1 | sed -E 's/^ *//; s/\t/ /g' || true)
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$mc" "$n" "$round" "$wall_ms" "$nonzero" \
 		"${counts%% *}" "${counts##* }" "$retried" "${errs:--}" >>"$OUT/storm.tsv"
 	info "$t x$n (max_connections $mc, round $round): $wall_ms ms, $nonzero non-zero exit(s), applied_log $counts${retried:+, $retried retried connect}"
@@ -447,7 +471,7 @@ if has storm; then
 	: >"$OUT/storm.tsv"
 	for mc in $STORM_MAXCONN; do
 		pg_stop
-		pg_start "$mc"
+		pg_start "-c max_connections=$mc"
 		info "max_connections = $(psqlc -d postgres -c 'SHOW max_connections')"
 		for n in $STORM_COUNTS; do
 			for r in $(seq 1 "$STORM_ROUNDS"); do
@@ -473,7 +497,10 @@ if has tenants; then
 	for s in $TENANT_SIZES; do
 		tpl=tenants_tpl_$s
 		fresh "$tpl"
-		psqlc -d "$tpl" -c "SELECT format('CREATE SCHEMA tenant_%s', g) FROM generate_series(1, $s) g" -c '\gexec' >/dev/null
+		for ((lo = 1; lo <= s; lo += 1000)); do # 1,000 per transaction: each holds a lock until commit
+			psqlc -d "$tpl" -c "DO \$\$ BEGIN FOR i IN $lo..$((lo + 999 < s ? lo + 999 : s)) LOOP EXECUTE format('CREATE SCHEMA tenant_%s', i); END LOOP; END \$\$"
+		done
+		[ "$(psqlc -d "$tpl" -c "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\_%'")" = "$s" ] || die "could not create $s tenant schemas"
 		for c in $TENANT_CONC; do
 			quiet "tenants $s apply c$c"
 			fresh tenants "$tpl"

@@ -22,6 +22,7 @@ type data struct {
 	// pooled over rounds.
 	noop, apply map[string]map[int][]float64
 	noopIr      map[string]map[int]float64
+	allFailed   [][]string // size, round, the run's error with the server's defaults
 	storm       []stormRun
 	tenApply    []tenantApply
 	tenFast     []tenantFast
@@ -66,6 +67,9 @@ func load(dir string) (*data, error) {
 		return nil, err
 	}
 	if err := loadRuns(filepath.Join(dir, "apply"), regexp.MustCompile(`^(\d+)-[a-z]+-\d+\.json$`), d.apply); err != nil {
+		return nil, err
+	}
+	if d.allFailed, err = readTSV(filepath.Join(dir, "apply", "all-failed.tsv")); err != nil {
 		return nil, err
 	}
 	ir, err := readTSV(filepath.Join(dir, "noop", "ir.tsv"))

@@ -109,6 +109,17 @@ func (r *report) applySection() {
 	}
 	r.f("\n")
 	r.superlinearNote("apply time", floor, each, all)
+	failedAt := map[string]string{}
+	for _, f := range d.allFailed {
+		if len(f) >= 3 && failedAt[f[0]] == "" {
+			failedAt[f[0]] = f[2]
+		}
+	}
+	for _, s := range sizes(all.v) {
+		if e := failedAt[fmt.Sprint(s)]; e != "" {
+			r.f("**`all` at %d fails with the server's defaults** (max_locks_per_transaction = 64): `%s`. One transaction takes the lock of every table it creates, and the shared lock table holds max_locks_per_transaction × (max_connections + max_prepared_transactions) locks; the `all` row at %d was measured after restarting the server with max_locks_per_transaction = %s.\n\n", s, e, s, d.meta["apply_locks"])
+		}
+	}
 	r.target("apply `each` ≤ 1.05× the floor at every size", fmt.Sprintf("worst %.2f× (at %d)", worst, worstAt), worst <= 1.05)
 	var alls []string
 	for _, s := range sizes(all.v) {
