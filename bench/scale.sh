@@ -435,6 +435,7 @@ storm() {
 		kill -KILL "${pids[@]}" 2>/dev/null
 	) &
 	wd=$!
+	times >"$WORK/times.0"
 	t0=$EPOCHREALTIME
 	printf '\n%.0s' $(seq 1 "$n") >&3
 	exec 3>&-
@@ -444,10 +445,15 @@ storm() {
 		rcs+=("$rc")
 	done
 	t1=$EPOCHREALTIME
+	times >"$WORK/times.1"
 	kill -TERM "$wd" 2>/dev/null
 	wait "$wd" 2>/dev/null || true
 	BG_PIDS=()
-	local nonzero=0 counts wall_ms retried=0 errs
+	local nonzero=0 counts wall_ms retried=0 errs cpu_ms
+	# CPU (user + system) of the replicas: the growth of this shell's
+	# children's times (line 2 of `times`) over the storm.
+	cpu_ms=$(awk 'function s(t) { split(t, a, /[ms]/); return a[1] * 60 + a[2] }
+		FNR == 2 { v = s($1) + s($2); if (NR == FNR) b = v; else e = v } END { printf "%.0f", (e - b) * 1000 }' "$WORK/times.0" "$WORK/times.1")
 	for rc in "${rcs[@]}"; do [ "$rc" = 0 ] || nonzero=$((nonzero + 1)); done
 	wall_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) * 1000}')
 	counts=$(psqlc -d "$db" -F ' ' -c "SELECT count(*), count(DISTINCT version) FROM applied_log")
@@ -459,9 +465,9 @@ storm() {
 		[ "${rcs[$((i - 1))]}" = 0 ] && continue
 		{ grep -v '^[[:space:]]*$' "$dir/$i.err" || true; } | tail -n1 | sed -E 's/pid=[0-9]+/pid=N/g' | cut -c1-160
 	done | sort | uniq -c | sort -rn | head -n1 | sed -E 's/^ *//; s/\t/ /g' || true)
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$mc" "$n" "$round" "$wall_ms" "$nonzero" \
-		"${counts%% *}" "${counts##* }" "$retried" "${errs:--}" >>"$OUT/storm.tsv"
-	info "$t x$n (max_connections $mc, round $round): $wall_ms ms, $nonzero non-zero exit(s), applied_log $counts${retried:+, $retried retried connect}"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$mc" "$n" "$round" "$wall_ms" "$nonzero" \
+		"${counts%% *}" "${counts##* }" "$retried" "${errs:--}" "$cpu_ms" >>"$OUT/storm.tsv"
+	info "$t x$n (max_connections $mc, round $round): $wall_ms ms (replicas' CPU $cpu_ms ms), $nonzero non-zero exit(s), applied_log $counts${retried:+, $retried retried connect}"
 	drop "$db"
 }
 if has storm; then

@@ -34,6 +34,7 @@ type stormRun struct {
 	wallMs, nonzero          int
 	count, distinct, retried int
 	err                      string
+	cpuMs                    int // user + system CPU of all replicas
 }
 
 type tenantApply struct {
@@ -100,7 +101,11 @@ func (d *data) loadStorm(dir string) error {
 			continue
 		}
 		v := ints(r[1:9])
-		d.storm = append(d.storm, stormRun{r[0], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], r[9]})
+		run := stormRun{r[0], v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], r[9], 0}
+		if len(r) > 10 {
+			run.cpuMs = atoi(r[10])
+		}
+		d.storm = append(d.storm, run)
 	}
 	return nil
 }

@@ -146,7 +146,7 @@ type stormKey struct {
 }
 
 type stormAgg struct {
-	walls                 []float64
+	walls, cpus           []float64
 	nonzero, retried, bad int // bad: rounds that were not exactly once
 	rounds                int
 	err                   string
@@ -164,6 +164,7 @@ func (r *report) aggStorm() (map[stormKey]*stormAgg, []int, []int) {
 			agg[k] = a
 		}
 		a.walls = append(a.walls, float64(s.wallMs))
+		a.cpus = append(a.cpus, float64(s.cpuMs))
 		a.nonzero += s.nonzero
 		a.retried += s.retried
 		a.rounds++
@@ -192,12 +193,12 @@ func (r *report) stormSection() {
 	}
 	agg, mcs, ns := r.aggStorm()
 	r.f("### N replicas released at once\n\n")
-	r.f("As bench/run.sh's scenario 3: N replicas forked and parked on a FIFO, released by one write, each `exec`s the tool against an empty database with %s migrations that each insert their version into `applied_log`; wall from the release to the last exit (median over rounds); exactly once: `count(*) = count(DISTINCT version) = %s` in every round. lockmigrate retries `53300 too_many_connections` at connect (`retried`: replicas that logged a retry); the floor does not.\n\n", r.d.meta["storm_set"], r.d.meta["storm_set"])
+	r.f("As bench/run.sh's scenario 3 (on 2 cores, so the replicas' process start-up competes with the server; the CPU column is the user + system time of all replicas, from the shell's children times, divided by N): N replicas forked and parked on a FIFO, released by one write, each `exec`s the tool against an empty database with %s migrations that each insert their version into `applied_log`; wall from the release to the last exit (median over rounds); exactly once: `count(*) = count(DISTINCT version) = %s` in every round. lockmigrate retries `53300 too_many_connections` at connect (`retried`: replicas that logged a retry); the floor does not.\n\n", r.d.meta["storm_set"], r.d.meta["storm_set"])
 	r.f("![storm](plots/storm.png)\n\n")
 	var ser []series
 	worst, worstAt, fails, notOnce := 0.0, "", 0, 0
 	for _, mc := range mcs {
-		r.f("max_connections = %d:\n\n| N | floor wall (ms) | floor non-zero exits | floor exactly once | lockmigrate wall (ms) | non-zero exits | exactly once | retried connect | × floor |\n|---:|---:|---:|---|---:|---:|---|---:|---:|\n", mc)
+		r.f("max_connections = %d:\n\n| N | floor wall (ms) | floor non-zero exits | floor exactly once | lockmigrate wall (ms) | non-zero exits | exactly once | retried connect | × floor | CPU per replica, floor / lockmigrate (ms) |\n|---:|---:|---:|---|---:|---:|---|---:|---:|---:|\n", mc)
 		fc, lc := curve{v: map[int]float64{}}, curve{v: map[int]float64{}}
 		for _, n := range ns {
 			f, l := agg[stormKey{"floor", mc, n}], agg[stormKey{"lockmigrate", mc, n}]
@@ -214,7 +215,8 @@ func (r *report) stormSection() {
 			}
 			fails += l.nonzero
 			notOnce += l.bad
-			r.f("| %d | %.0f | %d | %s | %.0f | %d | %s | %d | %s |\n", n, fw, f.nonzero, once(f), lw, l.nonzero, once(l), l.retried, rt)
+			r.f("| %d | %.0f | %d | %s | %.0f | %d | %s | %d | %s | %.1f / %.1f |\n", n, fw, f.nonzero, once(f), lw, l.nonzero, once(l), l.retried, rt,
+				median(f.cpus)/float64(n), median(l.cpus)/float64(n))
 		}
 		r.f("\n")
 		for _, n := range ns {
