@@ -75,6 +75,12 @@ PGBIN=$PG_DEFAULT_BIN
 
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LOCKMIGRATE_[A-Z_]*|DATABASE_URL[A-Z_]*|PG[A-Z]+|GOOSE_[A-Z_]*|FLOOR_DIR)$' || true)
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+PHASE_T=$SECONDS PHASE=setup
+# phase_done NEXT: record how long the phase that ends took, start NEXT.
+phase_done() {
+	meta "seconds_$PHASE" "$((SECONDS - PHASE_T))"
+	PHASE=$1 PHASE_T=$SECONDS
+}
 
 START_EPOCH=$SECONDS
 WORK="" PG_DATADIR="" PG_STARTED=false RTPROXY_PID=""
@@ -218,18 +224,15 @@ url() { echo "postgres://postgres@127.0.0.1:$PORT/$1?sslmode=disable"; }
 
 # --- migration sets ------------------------------------------------------------------
 # gen_set NAME N [log]: lockmigrate/floor layout in NAME/lm, goose's in NAME/goose.
-body() { # I
-	case $BODY in
-	ddl) printf 'CREATE TABLE t%d (id bigint primary key, v text);\nCREATE INDEX ON t%d (v);\n' "$1" "$1" ;;
-	*) printf 'CREATE TABLE t%d (id bigint, v text);\n' "$1" ;;
-	esac
-}
 gen_set() {
 	local name=$1 n=$2 log=${3:-} i f b
 	mkdir -p "$SETS/$name/lm" "$SETS/$name/goose"
 	for ((i = 1; i <= n; i++)); do
 		printf -v f '%05d_t%d.sql' "$i" "$i"
-		b=$(body "$i")
+		case $BODY in
+		ddl) printf -v b 'CREATE TABLE t%d (id bigint primary key, v text);\nCREATE INDEX ON t%d (v);' "$i" "$i" ;;
+		*) printf -v b 'CREATE TABLE t%d (id bigint, v text);' "$i" ;;
+		esac
 		[ "$log" = log ] && b+=$'\n'"INSERT INTO applied_log (version) VALUES ($i);"
 		printf '%s\n' "$b" >"$SETS/$name/lm/$f"
 		printf -- '-- +goose Up\n%s\n' "$b" >"$SETS/$name/goose/$f"
@@ -266,6 +269,7 @@ ir() {
 	fi
 }
 
+phase_done noop
 # --- 1. no-op start vs applied migrations ------------------------------------------------
 if has noop; then
 	step "1. No-op start with $NOOP_SIZES applied migrations"
@@ -308,6 +312,8 @@ if has noop; then
 		# Instructions: one callgrind run each (CGO_ENABLED=0 builds).
 		ir "$WORK/ir" "$BIN/floor" && printf 'floor\t%s\t%s\n' "$s" "$(cat "$WORK/ir")" >>"$OUT/noop/ir.tsv"
 		ir "$WORK/ir" "$BIN/lockmigrate-pure" && printf 'lockmigrate (dir)\t%s\t%s\n' "$s" "$(cat "$WORK/ir")" >>"$OUT/noop/ir.tsv"
+		# The same without the garbage collector: what it adds as the heap grows.
+		GOGC=off ir "$WORK/ir" "$BIN/lockmigrate-pure" && printf 'lockmigrate (dir), GOGC=off\t%s\t%s\n' "$s" "$(cat "$WORK/ir")" >>"$OUT/noop/ir.tsv"
 		(
 			unset LOCKMIGRATE_DIR
 			ir "$WORK/ir" "$BIN/lockmigrate-pure-emb$s" && printf 'lockmigrate (embedded)\t%s\t%s\n' "$s" "$(cat "$WORK/ir")" >>"$OUT/noop/ir.tsv"
@@ -322,6 +328,7 @@ if has noop; then
 	done
 fi
 
+phase_done apply
 # --- 2. apply of fresh migrations ---------------------------------------------------------
 APPLY_LOCKS=512
 meta apply_locks "$APPLY_LOCKS"
@@ -383,6 +390,7 @@ if has apply; then
 	done
 fi
 
+phase_done storm
 # --- 3. N replicas released at once ---------------------------------------------------------
 # storm TOOL N MAXCONN ROUND: as bench/run.sh's scenario 3: N replicas forked
 # and parked on a FIFO, one write releases them all, each exec()s the tool; a
@@ -492,6 +500,7 @@ if has storm; then
 	pg_start
 fi
 
+phase_done tenants
 # --- 4. tenant fleets ---------------------------------------------------------------------
 if has tenants; then
 	step "4. Tenant fleets of $TENANT_SIZES schemas, $TENANT_SET migrations each"
@@ -499,7 +508,13 @@ if has tenants; then
 	mkdir -p "$OUT/tenants"
 	: >"$OUT/tenants/apply.tsv"
 	: >"$OUT/tenants/fast.tsv"
+	: >"$OUT/tenants/pgss.tsv"
 	TQ="SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'"
+	# pg_stat_statements (planning tracked) tells where the fast path's
+	# server time goes: planning or executing its UNION ALL batches.
+	pg_stop
+	pg_start "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
+	psqlc -d postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 	for s in $TENANT_SIZES; do
 		tpl=tenants_tpl_$s
 		fresh "$tpl"
@@ -543,7 +558,15 @@ if has tenants; then
 			[ -s "$WORK/rt/port" ] && break
 			sleep 0.05
 		done
+		psqlc -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
 		DATABASE_URL="postgres://postgres@127.0.0.1:$(cat "$WORK/rt/port")/tenants?sslmode=disable" "$BIN/lockmigrate" >/dev/null 2>"$WORK/last.err"
+		# calls, planning ms, execution ms: all statements of the run, then
+		# the UNION ALL batches alone.
+		psqlc -d postgres -F $'\t' -c "SELECT $s, sum(calls), round(sum(total_plan_time)::numeric, 1), round(sum(total_exec_time)::numeric, 1),
+			sum(calls) FILTER (WHERE query LIKE '%UNION ALL%'), round(coalesce(sum(total_plan_time) FILTER (WHERE query LIKE '%UNION ALL%'), 0)::numeric, 1),
+			round(coalesce(sum(total_exec_time) FILTER (WHERE query LIKE '%UNION ALL%'), 0)::numeric, 1)
+			FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'tenants')" >>"$OUT/tenants/pgss.tsv"
+		info "server time at $s (calls, plan ms, exec ms; UNION ALL: calls, plan ms, exec ms): $(tail -n1 "$OUT/tenants/pgss.tsv" | cut -f2- | tr '\t' ' ')"
 		kill -TERM "$RTPROXY_PID"
 		wait "$RTPROXY_PID" || true
 		RTPROXY_PID=""
@@ -557,9 +580,12 @@ if has tenants; then
 		drop tenants
 		drop "$tpl"
 	done
+	pg_stop
+	pg_start
 fi
 
 # --- report ------------------------------------------------------------------------------
+phase_done report
 meta uptime_after "$(uptime)"
 meta elapsed "$((SECONDS - START_EPOCH)) s (of which $QUIET_SPENT s waiting for a quiet machine)"
 step "Report"

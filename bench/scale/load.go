@@ -44,6 +44,10 @@ type tenantApply struct {
 type tenantFast struct {
 	size, queries, fastMs, stmts, turns, bytes, conns int
 	wall                                              []float64 // seconds
+	// pg_stat_statements of one run: all statements, then the UNION ALL
+	// batches alone (calls, planning ms, execution ms).
+	calls, unionCalls                    int
+	planMs, execMs, unionPlan, unionExec float64
 }
 
 func load(dir string) (*data, error) {
@@ -139,7 +143,26 @@ func (d *data) loadTenants(dir string) error {
 		}
 		d.tenFast = append(d.tenFast, f)
 	}
+	if rows, err = readTSV(filepath.Join(dir, "tenants", "pgss.tsv")); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if len(r) < 7 {
+			continue
+		}
+		for i := range d.tenFast {
+			if f := &d.tenFast[i]; fmt.Sprint(f.size) == r[0] {
+				f.calls, f.unionCalls = atoi(r[1]), atoi(r[4])
+				f.planMs, f.execMs, f.unionPlan, f.unionExec = num(r[2]), num(r[3]), num(r[5]), num(r[6])
+			}
+		}
+	}
 	return nil
+}
+
+func num(s string) float64 {
+	v, _ := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	return v
 }
 
 // hfResult is the part of one hyperfine --export-json result used here.
@@ -248,6 +271,20 @@ func median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// intercept is the least-squares line's value at x = 0: the fixed cost.
+func intercept(x, y []float64) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	var sx, sy float64
+	for i := range x {
+		sx += x[i]
+		sy += y[i]
+	}
+	n := float64(len(x))
+	return sy/n - slope(x, y)*sx/n
 }
 
 // slope is the least-squares slope of y over x.

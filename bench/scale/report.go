@@ -96,13 +96,17 @@ func medians(name string, runs map[int][]float64, mul float64) curve {
 }
 
 // fit returns the least-squares slope of the curve over its sizes.
-func (c curve) fit() float64 {
-	var x, y []float64
+func (c curve) fit() float64 { return slope(c.xy()) }
+
+// fixed returns the least-squares intercept: the cost at size 0.
+func (c curve) fixed() float64 { return intercept(c.xy()) }
+
+func (c curve) xy() (x, y []float64) {
 	for _, s := range sizes(c.v) {
 		x = append(x, float64(s))
 		y = append(y, c.v[s])
 	}
-	return slope(x, y)
+	return x, y
 }
 
 // marginals returns the cost per unit between consecutive sizes, e.g.

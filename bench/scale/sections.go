@@ -8,6 +8,7 @@ import (
 )
 
 const (
+	gcOff   = ", GOGC=off" // suffix: dirName + gcOff is the GOGC=off run
 	dirName = "lockmigrate (dir)"
 	embName = "lockmigrate (embedded)"
 )
@@ -41,11 +42,26 @@ func (r *report) noopSection() {
 			fmtIr(ir[embName].v[s]), ratio(ir[embName].v[s], f), fmtIr(ir["goose"].v[s]), ratio(ir["goose"].v[s], f),
 			ratio(ir[dirName].v[s], ir["goose"].v[s]))
 	}
+	if off := d.noopIr[dirName+gcOff]; len(off) > 0 {
+		r.f("\nThe garbage collector's part: lockmigrate (dir) run again under callgrind with `GOGC=off`.\n\n| applied | lockmigrate dir (Ir) | with GOGC=off | the collector's share |\n|---:|---:|---:|---:|\n")
+		for _, s := range sizes(off) {
+			on := ir[dirName].v[s]
+			share := "–"
+			if on > 0 {
+				share = fmt.Sprintf("%.0f %%", 100*(on-off[s])/on)
+			}
+			r.f("| %d | %s | %s | %s |\n", s, fmtIr(on), fmtIr(off[s]), share)
+		}
+		ir[dirName+gcOff] = curve{name: dirName + gcOff, v: off}
+	}
 	r.f("\nCost per applied migration: least-squares slope over the sizes, and the marginal cost between consecutive sizes (a marginal that grows with the size is superlinear).\n\n")
 	r.f("| tool | slope (µs wall / migration) | marginal (µs / migration) | slope (instructions / migration) | marginal (instructions / migration) |\n|---|---:|---|---:|---|\n")
 	for _, c := range []curve{floor, dir, emb, goose} {
 		r.f("| %s | %.2f | %s | %.0f | %s |\n", c.name, c.fit()*1e3, strings.Join(c.marginals(1e3, 2), ", "),
 			ir[c.name].fit(), strings.Join(ir[c.name].marginals(1, 0), ", "))
+	}
+	if off, ok := ir[dirName+gcOff]; ok {
+		r.f("| lockmigrate (dir), GOGC=off | – | – | %.0f | %s |\n", off.fit(), strings.Join(off.marginals(1, 0), ", "))
 	}
 	r.f("\n")
 	for _, c := range []curve{dir, emb} {
@@ -103,9 +119,9 @@ func (r *report) applySection() {
 			worst, worstAt = each.v[s]/f, s
 		}
 	}
-	r.f("\n| tool | slope (ms / migration) | marginal (ms / migration) |\n|---|---:|---|\n")
+	r.f("\n| tool | fixed cost (ms, intercept) | slope (ms / migration) | marginal (ms / migration) |\n|---|---:|---:|---|\n")
 	for _, c := range []curve{floor, each, all} {
-		r.f("| %s | %.3f | %s |\n", c.name, c.fit()*1e3, strings.Join(c.marginals(1e3, 3), ", "))
+		r.f("| %s | %.1f | %.3f | %s |\n", c.name, c.fixed()*1e3, c.fit()*1e3, strings.Join(c.marginals(1e3, 3), ", "))
 	}
 	r.f("\n")
 	r.superlinearNote("apply time", floor, each, all)
@@ -252,7 +268,7 @@ func (r *report) tenantSection() {
 		return
 	}
 	r.f("### Tenant fleets\n\n")
-	r.f("One schema per tenant (`LOCKMIGRATE_TENANTS_QUERY` lists them), 3 migrations. Full apply: one run per concurrency on a fresh copy of the fleet (wall of the process). All current: hyperfine median of the next runs; queries: the run's own `fast_path_queries` and the statements the server logged (`log_statement = all`, every statement of the run, connection set-up included); round trips and bytes the server sent: bench/rtproxy.\n\n")
+	r.f("One schema per tenant (`LOCKMIGRATE_TENANTS_QUERY` lists them), 3 migrations. Full apply: one run per concurrency on a fresh copy of the fleet (wall of the process). All current: hyperfine median of the next runs; queries: the run's own `fast_path_queries` and the statements the server logged (`log_statement = all`, every statement of the run, connection set-up included); round trips and bytes the server sent: bench/rtproxy; server planning and execution time: `pg_stat_statements` with `track_planning` (loaded for this section only) over the same run.\n\n")
 	r.f("![tenants](plots/tenants.png)\n\n")
 	r.f("| tenants | concurrency | wall (s) | ms per tenant | tenants applied | failed | connections | tables created |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	app := map[int]curve{}
@@ -263,13 +279,14 @@ func (r *report) tenantSection() {
 		}
 		app[a.conc].v[a.size] = float64(a.wallMs) / 1e3
 	}
-	r.f("\n| tenants | all current: wall (s) | fast_path_queries | bound 2 + ⌈N/500⌉ | statements logged | round trips | bytes from server | bytes per tenant | connections |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	r.f("\n| tenants | all current: wall (s) | fast_path_queries | bound 2 + ⌈N/500⌉ | statements logged | round trips | bytes from server | bytes per tenant | connections | server planning / execution (ms) | of which UNION ALL batches: calls, planning / execution (ms) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	fast := curve{v: map[int]float64{}}
 	for _, f := range d.tenFast {
 		w := median(f.wall)
 		fast.v[f.size] = w
 		bound := 2 + int(math.Ceil(float64(f.size)/500))
-		r.f("| %d | %.3f | %d | %d | %d | %d | %d | %.0f | %d |\n", f.size, w, f.queries, bound, f.stmts, f.turns, f.bytes, float64(f.bytes)/float64(f.size), f.conns)
+		r.f("| %d | %.3f | %d | %d | %d | %d | %d | %.0f | %d | %.1f / %.1f | %d: %.1f / %.1f |\n", f.size, w, f.queries, bound, f.stmts, f.turns, f.bytes,
+			float64(f.bytes)/float64(f.size), f.conns, f.planMs, f.execMs, f.unionCalls, f.unionPlan, f.unionExec)
 		if f.size == 10000 {
 			r.target("10,000 tenants all current ≤ 2 s", fmt.Sprintf("%.2f s", w), w <= 2)
 			r.target("10,000 tenants all current ≤ 2 + ⌈N/500⌉ = 22 queries", fmt.Sprintf("%d (fast_path_queries); %d statements logged in all", f.queries, f.stmts), f.queries <= bound)
