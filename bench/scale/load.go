@@ -21,11 +21,14 @@ type data struct {
 	// noop[tool][size] and apply[tool][size]: every timed run, seconds,
 	// pooled over rounds.
 	noop, apply map[string]map[int][]float64
-	noopIr      map[string]map[int]float64
-	allFailed   [][]string // size, round, the run's error with the server's defaults
-	storm       []stormRun
-	tenApply    []tenantApply
-	tenFast     []tenantFast
+	// applyCPU[tool][size]: user + system CPU of the process (hyperfine's
+	// means, seconds), one value per hyperfine file.
+	applyCPU  map[string]map[int][]float64
+	noopIr    map[string]map[int]float64
+	allFailed [][]string // size, round, the run's error with the server's defaults
+	storm     []stormRun
+	tenApply  []tenantApply
+	tenFast   []tenantFast
 }
 
 type stormRun struct {
@@ -54,6 +57,7 @@ func load(dir string) (*data, error) {
 	d := &data{
 		meta: map[string]string{}, noop: map[string]map[int][]float64{},
 		apply: map[string]map[int][]float64{}, noopIr: map[string]map[int]float64{},
+		applyCPU: map[string]map[int][]float64{},
 	}
 	meta, err := readTSV(filepath.Join(dir, "meta.tsv"))
 	if err != nil {
@@ -68,10 +72,10 @@ func load(dir string) (*data, error) {
 		return nil, err
 	}
 	// noop/{dir,emb}-SIZE-ROUND.json, apply/SIZE-TOOL-ROUND.json
-	if err := loadRuns(filepath.Join(dir, "noop"), regexp.MustCompile(`^(?:dir|emb)-(\d+)-\d+\.json$`), d.noop); err != nil {
+	if err := loadRuns(filepath.Join(dir, "noop"), regexp.MustCompile(`^(?:dir|emb)-(\d+)-\d+\.json$`), d.noop, nil); err != nil {
 		return nil, err
 	}
-	if err := loadRuns(filepath.Join(dir, "apply"), regexp.MustCompile(`^(\d+)-[a-z]+-\d+\.json$`), d.apply); err != nil {
+	if err := loadRuns(filepath.Join(dir, "apply"), regexp.MustCompile(`^(\d+)-[a-z]+-\d+\.json$`), d.apply, d.applyCPU); err != nil {
 		return nil, err
 	}
 	if d.allFailed, err = readTSV(filepath.Join(dir, "apply", "all-failed.tsv")); err != nil {
@@ -169,6 +173,8 @@ func num(s string) float64 {
 type hfResult struct {
 	Command string    `json:"command"`
 	Times   []float64 `json:"times"`
+	User    float64   `json:"user"`
+	System  float64   `json:"system"`
 }
 
 func readHyperfine(path string) ([]hfResult, error) {
@@ -186,8 +192,9 @@ func readHyperfine(path string) ([]hfResult, error) {
 }
 
 // loadRuns pools the runs of every hyperfine file in dir whose name matches
-// re (first group: the size) into into[command][size].
-func loadRuns(dir string, re *regexp.Regexp, into map[string]map[int][]float64) error {
+// re (first group: the size) into into[command][size], and each file's mean
+// CPU (user + system) into cpu when it is not nil.
+func loadRuns(dir string, re *regexp.Regexp, into, cpu map[string]map[int][]float64) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -210,6 +217,12 @@ func loadRuns(dir string, re *regexp.Regexp, into map[string]map[int][]float64) 
 				into[r.Command] = map[int][]float64{}
 			}
 			into[r.Command][size] = append(into[r.Command][size], r.Times...)
+			if cpu != nil {
+				if cpu[r.Command] == nil {
+					cpu[r.Command] = map[int][]float64{}
+				}
+				cpu[r.Command][size] = append(cpu[r.Command][size], r.User+r.System)
+			}
 		}
 	}
 	return nil

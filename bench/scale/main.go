@@ -89,7 +89,7 @@ func (p plot) draw(work, out string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(&script, "set terminal pngcairo size 900,560 font 'sans,11'\nset output %q\n", abs)
+	fmt.Fprintf(&script, "set terminal pngcairo noenhanced size 900,560 font 'sans,11'\nset output %q\n", abs)
 	fmt.Fprintf(&script, "set title %q\nset xlabel %q\nset ylabel %q\nset logscale x 10\nset grid\nset key top left\n", p.title, p.xlabel, p.ylabel)
 	if p.logY {
 		script.WriteString("set logscale y 10\n")

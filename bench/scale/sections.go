@@ -107,14 +107,16 @@ func (r *report) applySection() {
 	}
 	floor, each, all := medians("floor", d.apply["floor"], 1), medians("each", d.apply["each"], 1), medians("all", d.apply["all"], 1)
 	r.f("### Apply of fresh migrations\n\n")
-	r.f("One process applies N migrations to a fresh database (hyperfine `--prepare` drops and re-creates it, untimed); median of every run pooled over rounds that go through floor, `each`, `all` in turn. The floor sends each file and its history row as one query (one implicit transaction).\n\n")
+	r.f("One process applies N migrations to a fresh database (hyperfine `--prepare` drops and re-creates it, untimed); median of every run pooled over rounds that go through floor, `each`, `all` in turn; client CPU: hyperfine's mean user + system time of the process. The floor sends each file and its history row as one query (one implicit transaction).\n\n")
 	r.f("![apply](plots/apply.png)\n\n")
-	r.f("| migrations | runs | floor (s) | each (s) | × floor | all (s) | × floor | floor ms/migration | each ms/migration | all ms/migration |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	r.f("| migrations | runs | floor (s) | each (s) | × floor | all (s) | × floor | floor ms/migration | each ms/migration | all ms/migration | client CPU µs/migration: floor / each / all |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	cpu := func(t string, s int) float64 { return median(d.applyCPU[t][s]) / float64(s) * 1e6 }
 	worst, worstAt := 0.0, 0
 	for _, s := range allSizes(floor, each, all) {
 		f := floor.v[s]
-		r.f("| %d | %d | %.3f | %.3f | %s | %.3f | %s | %.3f | %.3f | %.3f |\n", s, len(d.apply["each"][s]), f, each.v[s], ratio(each.v[s], f),
-			all.v[s], ratio(all.v[s], f), f/float64(s)*1e3, each.v[s]/float64(s)*1e3, all.v[s]/float64(s)*1e3)
+		r.f("| %d | %d | %.3f | %.3f | %s | %.3f | %s | %.3f | %.3f | %.3f | %.0f / %.0f / %.0f |\n", s, len(d.apply["each"][s]), f, each.v[s], ratio(each.v[s], f),
+			all.v[s], ratio(all.v[s], f), f/float64(s)*1e3, each.v[s]/float64(s)*1e3, all.v[s]/float64(s)*1e3,
+			cpu("floor", s), cpu("each", s), cpu("all", s))
 		if f > 0 && each.v[s]/f > worst {
 			worst, worstAt = each.v[s]/f, s
 		}
