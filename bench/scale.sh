@@ -5,7 +5,7 @@
 # fsync off. Writes bench/SCALING.md and bench/plots/*.png; raw data in
 # bench/out/scale. See bench/README.md ("Scaling").
 #
-#   bash bench/scale.sh                          full run (about 20 minutes on 2 cores)
+#   bash bench/scale.sh                          full run (about 9 minutes on 2 cores)
 #   BENCH_SCALE_QUICK=1 bash bench/scale.sh      small sizes, for iterating
 #
 # Knobs (environment; lists are space-separated):

@@ -76,7 +76,8 @@ func (r *report) noopSection() {
 			series: []series{{"floor", points(floor)}, {dirName, points(dir)}, {embName, points(emb)}, {"goose", points(goose)}}},
 		plot{name: "noop-instructions", title: "No-op start: instructions (callgrind Ir)", xlabel: "applied migrations", ylabel: "million instructions", logY: true,
 			series: []series{{"floor", points(scale(ir["floor"], 1e-6))}, {dirName, points(scale(ir[dirName], 1e-6))},
-				{embName, points(scale(ir[embName], 1e-6))}, {"goose", points(scale(ir["goose"], 1e-6))}}})
+				{embName, points(scale(ir[embName], 1e-6))}, {"goose", points(scale(ir["goose"], 1e-6))},
+				{dirName + gcOff, points(scale(ir[dirName+gcOff], 1e-6))}}})
 }
 
 func scale(c curve, k float64) curve {
