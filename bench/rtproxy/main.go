@@ -18,8 +18,9 @@
 // It listens on a free loopback port and writes it to DIR/port, then writes
 // DIR/conn-NNNN.txt for every connection when it closes (one line per turn:
 // number, tab, the messages, e.g. "Q BEGIN" or "P INSERT ... | B | D | E | S")
-// and appends "conn turns" to DIR/summary.tsv. It stops on SIGINT or SIGTERM
-// after the open connections close (at most 5 s).
+// and appends "conn turns server-bytes" to DIR/summary.tsv (server-bytes:
+// what the server sent on the connection, the client's read volume). It stops
+// on SIGINT or SIGTERM after the open connections close (at most 5 s).
 package main
 
 import (
@@ -95,7 +96,8 @@ type proxy struct {
 // session is one proxied connection.
 type session struct {
 	mu          sync.Mutex
-	serverSpoke bool // the server sent bytes since the current turn began
+	serverSpoke bool  // the server sent bytes since the current turn began
+	serverBytes int64 // bytes the server sent on this connection
 	turns       [][]string
 	// client-side protocol parser state
 	buf     []byte
@@ -125,6 +127,7 @@ func (p *proxy) serve(id int, client net.Conn) {
 				// bytes is always seen as a new turn.
 				s.mu.Lock()
 				s.serverSpoke = true
+				s.serverBytes += int64(n)
 				s.mu.Unlock()
 				if _, werr := client.Write(buf[:n]); werr != nil {
 					break
@@ -233,7 +236,7 @@ func abbrev(s string) string {
 
 func (p *proxy) write(id int, s *session) {
 	s.mu.Lock()
-	turns := s.turns
+	turns, fromServer := s.turns, s.serverBytes
 	s.mu.Unlock()
 	// A last burst made only of Terminate gets no answer.
 	if k := len(turns); k > 0 && len(turns[k-1]) == 1 && turns[k-1][0] == "X" {
@@ -253,6 +256,6 @@ func (p *proxy) write(id int, s *session) {
 		log.Print(err)
 		return
 	}
-	fmt.Fprintf(f, "%d\t%d\n", id, len(turns))
+	fmt.Fprintf(f, "%d\t%d\t%d\n", id, len(turns), fromServer)
 	f.Close()
 }

@@ -2,6 +2,10 @@ package main
 
 import (
 	"encoding/binary"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -52,5 +56,47 @@ func TestTurns(t *testing.T) {
 		if !slices.Equal(s.turns[i], want[i]) {
 			t.Errorf("turn %d: got %q, want %q", i+1, s.turns[i], want[i])
 		}
+	}
+}
+
+// TestServerBytes runs one connection through the proxy to a stand-in server
+// that answers an SSLRequest with "N" and a notice of 9 more bytes: the
+// summary line must count the 10 bytes the server sent.
+func TestServerBytes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := io.ReadFull(c, make([]byte, 8)); err != nil {
+			return
+		}
+		c.Write([]byte("N123456789"))
+		io.Copy(io.Discard, c)
+	}()
+	p := &proxy{target: ln.Addr().String(), out: t.TempDir()}
+	client, proxied := net.Pipe()
+	p.wg.Add(1)
+	go p.serve(7, proxied)
+	if _, err := client.Write(untyped(80877103, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(client, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	p.wg.Wait()
+	b, err := os.ReadFile(filepath.Join(p.out, "summary.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b), "7\t1\t10\n"; got != want {
+		t.Errorf("summary.tsv: got %q, want %q", got, want)
 	}
 }
