@@ -420,8 +420,8 @@ fi
 # work over threads as timing decides: spinning Ms, sysmon, GC workers;
 # the no-op's server round trips add poll loops), so each command runs
 # ICOUNT_RUNS times and the report takes the median. Then the breakdown of
-# lockmigrate's no-op (bench/icount) from one callgrind run of a build with
-# symbols. BENCH_ICOUNT=0 skips this block.
+# lockmigrate's no-op (bench/icount) from as many callgrind runs of a build
+# with symbols (callgrind only). BENCH_ICOUNT=0 skips this block.
 ICOUNT_RUNS=3
 if has noop && [ "${BENCH_ICOUNT:-1}" = 1 ]; then
 	step "1b. Instruction counts per command ($ICOUNT_RUNS runs each)"
@@ -488,13 +488,16 @@ if has noop && [ "${BENCH_ICOUNT:-1}" = 1 ]; then
 	icount lockmigrate "apply $RT_SMALL" icount_fresh "$(cmd lockmigrate icount_apply small)"
 	psqlc -d postgres -c "DROP DATABASE icount_apply WITH (FORCE)"
 	if [ "$ICOUNTER" = callgrind ]; then
-		# The breakdown: one callgrind run with a dump at each phase's start.
-		mkdir -p "$WORK/breakdown"
+		# The breakdown: ICOUNT_RUNS callgrind runs, each with a dump at
+		# every phase's start; icount prints each row's median.
 		mapfile -t dumps < <("$BIN/icount" -dump-args)
-		(cd "$WORK" && DATABASE_URL=$noopdb LOCKMIGRATE_DIR=$SETS/noop/lockmigrate GODEBUG=asyncpreemptoff=1 \
-			valgrind --tool=callgrind --callgrind-out-file="$WORK/breakdown/callgrind.out" "${dumps[@]}" "$BIN/lockmigrate-sym") >/dev/null 2>"$WORK/breakdown.err" ||
-			die "the breakdown run failed: $(tail -n 3 "$WORK/breakdown.err")"
-		"$BIN/icount" "$WORK/breakdown/"callgrind.out* >"$OUT/icount/breakdown.md"
+		for i in $(seq 1 "$ICOUNT_RUNS"); do
+			mkdir -p "$WORK/breakdown/$i"
+			(cd "$WORK" && DATABASE_URL=$noopdb LOCKMIGRATE_DIR=$SETS/noop/lockmigrate GODEBUG=asyncpreemptoff=1 \
+				valgrind --tool=callgrind --callgrind-out-file="$WORK/breakdown/$i/callgrind.out" "${dumps[@]}" "$BIN/lockmigrate-sym") >/dev/null 2>"$WORK/breakdown.err" ||
+				die "the breakdown run failed: $(tail -n 3 "$WORK/breakdown.err")"
+		done
+		"$BIN/icount" "$WORK/breakdown/"* >"$OUT/icount/breakdown.md"
 		rm -rf "$WORK/breakdown"
 	fi
 fi

@@ -167,16 +167,16 @@ func TestWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	if err := r.Write(&b, 10); err != nil {
+	if err := Write(&b, []*Run{r}, 10); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
 	for _, want := range []string{
-		"| " + phaseStart + " | 120 | 43.6 % |",
-		"| &nbsp;&nbsp;fmt | 57 | 20.7 % |",
-		"| " + milestones[1].Name + " | 63 | 22.9 % |",
-		"| " + milestones[len(milestones)-1].Name + " | phase not found | – |",
-		"| **total** | **275** | 100 % |",
+		"| " + phaseStart + " | 120 | 43.6 % | – |",
+		"| &nbsp;&nbsp;fmt | 57 | 20.7 % | – |",
+		"| " + milestones[1].Name + " | 63 | 22.9 % | – |",
+		"| " + milestones[len(milestones)-1].Name + " | phase not found | – | – |",
+		"| **total** | 275 | 100.0 % | – |",
 		"| hashing (crypto/sha256) | 9 |",
 		"| configuration (internal/config, caarlos0/env) | 43 |",
 		"| runtime: memory allocation and GC | 11 |",
@@ -223,5 +223,19 @@ func TestDumpArgsNameEveryMilestone(t *testing.T) {
 		if !strings.Contains(args, "--dump-before="+m.Enter+"\n") && !strings.HasSuffix(args, "--dump-before="+m.Enter) {
 			t.Errorf("no dump before %s", m.Enter)
 		}
+	}
+}
+
+func TestWriteMedianAndRange(t *testing.T) {
+	run := func(start int64) *Run {
+		return &Run{Total: start + 10, Order: []string{phaseStart}, Phases: map[string]int64{phaseStart: start, "x": 10},
+			Inits: map[string]int64{}, Main: map[string]int64{}}
+	}
+	var b strings.Builder
+	if err := Write(&b, []*Run{run(100), run(90), run(130)}, 10); err != nil {
+		t.Fatal(err)
+	}
+	if want := "| " + phaseStart + " | 100 | 90.9 % | 90–130 |"; !strings.Contains(b.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, b.String())
 	}
 }

@@ -6,8 +6,9 @@
 // main.main on by the code that executed them. See bench/README.md,
 // "Instruction counts".
 //
-//	icount -dump-args                 the callgrind options the run needs, one per line
-//	icount [-top 10] callgrind.out.PID callgrind.out.PID.1 …
+//	icount -dump-args              the callgrind options a run needs, one per line
+//	icount [-top 10] DIR…          one directory of callgrind.out* files per run
+//	icount [-top 10] FILE…         the callgrind.out* files of one run
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 
 	"log"
 	"os"
+	"path/filepath"
 )
 
 func main() {
@@ -31,11 +33,11 @@ func main() {
 	if flag.NArg() == 0 {
 		log.Fatal("icount: no callgrind.out files (see -h)")
 	}
-	r, err := Load(flag.Args())
+	runs, err := loadRuns(flag.Args())
 	if err != nil {
 		log.Fatal("icount: ", err)
 	}
-	if err := r.Write(os.Stdout, *top); err != nil {
+	if err := Write(os.Stdout, runs, *top); err != nil {
 		log.Fatal("icount: ", err)
 	}
 }
@@ -51,4 +53,26 @@ func DumpArgs() []string {
 		}
 	}
 	return args
+}
+
+// loadRuns reads one run per directory argument, or one run from file
+// arguments.
+func loadRuns(args []string) ([]*Run, error) {
+	if st, err := os.Stat(args[0]); err != nil || !st.IsDir() {
+		r, err := Load(args)
+		return []*Run{r}, err
+	}
+	var runs []*Run
+	for _, dir := range args {
+		paths, err := filepath.Glob(filepath.Join(dir, "callgrind.out*"))
+		if err != nil || len(paths) == 0 {
+			return nil, fmt.Errorf("%s: no callgrind.out files", dir)
+		}
+		r, err := Load(paths)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	return runs, nil
 }

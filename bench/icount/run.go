@@ -98,48 +98,91 @@ func split(parts []*Profile) *Run {
 	return r
 }
 
-// Write prints the breakdown as Markdown.
-func (r *Run) Write(w io.Writer, top int) error {
-	pct := func(x int64) string { return fmt.Sprintf("%.1f %%", 100*float64(x)/float64(max(r.Total, 1))) }
+// Write prints the breakdown of one or more runs of the same command as
+// Markdown: each row's median over the runs, its share of the median
+// total, and the runs' range.
+func Write(w io.Writer, runs []*Run, top int) error {
+	total := median(runs, func(r *Run) int64 { return r.Total })
+	cell := func(get func(*Run) int64) string {
+		m := median(runs, get)
+		lo, hi := m, m
+		for _, r := range runs {
+			lo, hi = min(lo, get(r)), max(hi, get(r))
+		}
+		rng := "–"
+		if len(runs) > 1 {
+			rng = fmt.Sprintf("%s–%s", thousands(lo), thousands(hi))
+		}
+		return fmt.Sprintf("%s | %.1f %% | %s", thousands(m), 100*float64(m)/float64(max(total, 1)), rng)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| phase (in the order they started; all threads) | instructions | share |\n|---|---:|---:|\n")
-	rows := slices.Clone(r.Order)
+	fmt.Fprintf(&b, "| phase (in the order they started; all threads) | instructions | share | runs' range |\n|---|---:|---:|---:|\n")
+	rows := slices.Clone(runs[0].Order)
 	for _, name := range append([]string{phaseStart, phaseInit}, names(milestones)...) {
 		if !slices.Contains(rows, name) {
 			rows = append(rows, name)
 		}
 	}
 	for _, name := range rows {
-		if !slices.Contains(r.Order, name) {
-			fmt.Fprintf(&b, "| %s | phase not found | – |\n", name)
+		if !slices.ContainsFunc(runs, func(r *Run) bool { return slices.Contains(r.Order, name) }) {
+			fmt.Fprintf(&b, "| %s | phase not found | – | – |\n", name)
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", name, thousands(r.Phases[name]), pct(r.Phases[name]))
-		if name == phaseInit {
-			for _, kv := range sorted(r.Inits)[:min(top, len(r.Inits))] {
-				fmt.Fprintf(&b, "| &nbsp;&nbsp;%s | %s | %s |\n", kv.k, thousands(kv.v), pct(kv.v))
+		fmt.Fprintf(&b, "| %s | %s |\n", name, cell(func(r *Run) int64 { return r.Phases[name] }))
+		if name != phaseInit {
+			continue
+		}
+		pkgs := map[string]int64{}
+		for _, r := range runs {
+			for pkg := range r.Inits {
+				pkgs[pkg] = median(runs, func(r *Run) int64 { return r.Inits[pkg] })
 			}
 		}
+		for _, kv := range sorted(pkgs)[:min(top, len(pkgs))] {
+			fmt.Fprintf(&b, "| &nbsp;&nbsp;%s | %s |\n", kv.k, cell(func(r *Run) int64 { return r.Inits[kv.k] }))
+		}
 	}
-	fmt.Fprintf(&b, "| **total** | **%s** | 100 %% |\n\n", thousands(r.Total))
-	var main int64
-	byGroup := map[string]int64{}
+	fmt.Fprintf(&b, "| **total** | %s |\n\n", cell(func(r *Run) int64 { return r.Total }))
+	mainTotal := func(r *Run) int64 { return sum(r.groups()) }
+	fmt.Fprintf(&b, "From main.main on (%s instructions), by the code that executed them (self cost):\n\n", thousands(median(runs, mainTotal)))
+	fmt.Fprintf(&b, "| code | instructions | share of the total | runs' range |\n|---|---:|---:|---:|\n")
+	for _, g := range groups {
+		fmt.Fprintf(&b, "| %s | %s |\n", g.Name, cell(func(r *Run) int64 { return r.groups()[g.Name] }))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// groups is the self cost from main.main on by group.
+func (r *Run) groups() map[string]int64 {
+	by := map[string]int64{}
 	for f, c := range r.Main {
-		main += c
 		for _, g := range groups {
 			if g.Pattern.MatchString(f) {
-				byGroup[g.Name] += c
+				by[g.Name] += c
 				break
 			}
 		}
 	}
-	fmt.Fprintf(&b, "From main.main on (%s instructions, %s of the total), by the code that executed them (self cost):\n\n", thousands(main), pct(main))
-	fmt.Fprintf(&b, "| code | instructions | share of the total |\n|---|---:|---:|\n")
-	for _, g := range groups {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", g.Name, thousands(byGroup[g.Name]), pct(byGroup[g.Name]))
+	return by
+}
+
+func sum(m map[string]int64) int64 {
+	var s int64
+	for _, v := range m {
+		s += v
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return s
+}
+
+// median of get over the runs (the lower middle one of an even number).
+func median(runs []*Run, get func(*Run) int64) int64 {
+	var xs []int64
+	for _, r := range runs {
+		xs = append(xs, get(r))
+	}
+	slices.Sort(xs)
+	return xs[(len(xs)-1)/2]
 }
 
 func names(ms []Milestone) []string {

@@ -391,8 +391,8 @@ func (r *report) icount(b *strings.Builder) {
 	}
 	b.WriteString("\n")
 	if bd, err := os.ReadFile(filepath.Join(r.dir, "icount", "breakdown.md")); err == nil {
-		fmt.Fprintf(b, "Where lockmigrate's no-op instructions go (`bench/icount`, one callgrind run of the same build with symbols, `LOCKMIGRATE_DIR`; "+
-			"phases are the instructions of every thread between two function entries, see README):\n\n%s\n", bd)
+		fmt.Fprintf(b, "Where lockmigrate's no-op instructions go (`bench/icount`: callgrind runs of the same build with symbols, `LOCKMIGRATE_DIR`, the median of each row; "+
+			"a phase is the instructions of every thread between two function entries, see README):\n\n%s\n", bd)
 	}
 	l, g := by["lockmigrate/noop"], by["goose/noop"]
 	lm, gm := l.median(), g.median()
