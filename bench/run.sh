@@ -416,10 +416,10 @@ fi
 # --- 1b. instruction counts ---------------------------------------------------------------
 # Instructions (user space, all threads) of one run of each command: perf
 # stat -e instructions:u where the machine has a PMU, else callgrind. A
-# callgrind count moves by ~1-3 % between runs (Go's scheduler spreads the
-# work over threads as timing decides: spinning Ms, sysmon, GC workers;
-# the no-op's server round trips add poll loops), so each command runs
-# ICOUNT_RUNS times and the report takes the median. Then the breakdown of
+# callgrind count moves by ~0.5-5 % between runs (Go's scheduler spreads
+# the work over threads as timing decides: spinning Ms, sysmon, GC
+# workers), so each command runs ICOUNT_RUNS times and the report takes
+# the median. Then the breakdown of
 # lockmigrate's no-op (bench/icount) from as many callgrind runs of a build
 # with symbols (callgrind only). BENCH_ICOUNT=0 skips this block.
 ICOUNT_RUNS=3
