@@ -414,6 +414,95 @@ if has noop; then
 	unset DATABASE_URL LOCKMIGRATE_DIR
 fi
 
+# --- 1b. instruction counts ---------------------------------------------------------------
+# Instructions (user space, all threads) of one run of each command: perf
+# stat -e instructions:u where the machine has a PMU, else callgrind. A
+# callgrind count moves by ~0.5-5 % between runs (Go's scheduler spreads
+# the work over threads as timing decides: spinning Ms, sysmon, GC
+# workers), so each command runs ICOUNT_RUNS times and the report takes
+# the median. Then the breakdown of
+# lockmigrate's no-op (bench/icount) from as many callgrind runs of a build
+# with symbols (callgrind only). BENCH_ICOUNT=0 skips this block.
+ICOUNT_RUNS=3
+if has noop && [ "${BENCH_ICOUNT:-1}" = 1 ]; then
+	step "1b. Instruction counts per command ($ICOUNT_RUNS runs each)"
+	mkdir -p "$OUT/icount"
+	if perf stat -x, -e instructions:u -o "$WORK/perf.txt" true >/dev/null 2>&1 &&
+		awk -F, '$3 ~ /^instructions/ && $1 ~ /^[0-9]+$/ {ok = 1} END {exit !ok}' "$WORK/perf.txt"; then
+		ICOUNTER=perf
+	else
+		command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+		ICOUNTER=callgrind
+	fi
+	meta icount_counter "$ICOUNTER ($(if [ "$ICOUNTER" = perf ]; then perf --version; else valgrind --version; fi)), GODEBUG=asyncpreemptoff=1, median of $ICOUNT_RUNS runs"
+	# The breakdown needs function names: the same build without -s -w
+	# (symbols add no instructions; the counts table checks it).
+	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -o "$BIN/lockmigrate-sym" . && go build -o "$BIN/icount" ./bench/icount)
+	# icount_once [VAR=VALUE…] PROGRAM ARGS…: prints the instructions of one run.
+	icount_once() {
+		local -a vars=()
+		while [[ $1 == *=* ]]; do
+			vars+=("$1")
+			shift
+		done
+		if [ "$ICOUNTER" = perf ]; then
+			(cd "$WORK" && env "${vars[@]}" GODEBUG=asyncpreemptoff=1 perf stat -x, -e instructions:u -o "$WORK/perf.txt" -- "$@") >/dev/null 2>&1 || return 1
+			awk -F, '$3 ~ /^instructions/ {print $1; exit}' "$WORK/perf.txt"
+		else
+			(cd "$WORK" && env "${vars[@]}" GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" "$@") >/dev/null 2>"$WORK/callgrind.err" || return 1
+			sed -n 's/^==[0-9]*== Collected : //p' "$WORK/callgrind.err"
+		fi
+	}
+	# icount TOOL COMMAND PREPARE COMMAND-LINE: ICOUNT_RUNS counts into
+	# counts.tsv (tool, command, counts comma-separated); PREPARE (a shell
+	# word, or -) runs before each. env(1) assignments at the start of the
+	# command line go to the counted process.
+	: >"$OUT/icount/counts.tsv"
+	icount() {
+		local tool=$1 what=$2 prep=$3 n counts=""
+		local -a argv
+		read -ra argv <<<"$4"
+		[ "${argv[0]}" = env ] && argv=("${argv[@]:1}")
+		for _ in $(seq 1 "$ICOUNT_RUNS"); do
+			[ "$prep" = - ] || $prep
+			n=$(icount_once "${argv[@]}") || die "$tool $what failed under $ICOUNTER: $(tail -n 3 "$WORK/callgrind.err" 2>/dev/null)"
+			counts+=${counts:+,}$n
+		done
+		printf '%s\t%s\t%s\n' "$tool" "$what" "$counts" >>"$OUT/icount/counts.tsv"
+		info "$tool $what: $counts"
+	}
+	[ -d "$SETS/small" ] || gen_set small "$RT_SMALL"
+	icount_fresh() { fresh icount_apply; }
+	noopdb=$(url noop_lockmigrate)
+	quiet "icount"
+	icount floor noop - "env DATABASE_URL=$noopdb $BIN/floor"
+	icount lockmigrate noop - "env DATABASE_URL=$noopdb LOCKMIGRATE_DIR=$SETS/noop/lockmigrate $BIN/lockmigrate"
+	icount lockmigrate "noop, set embedded" - "env DATABASE_URL=$noopdb $BIN/lockmigrate-embedded"
+	icount lockmigrate "noop, with symbols" - "env DATABASE_URL=$noopdb LOCKMIGRATE_DIR=$SETS/noop/lockmigrate $BIN/lockmigrate-sym"
+	for t in goose migrate tern; do icount "$t" noop - "$(cmd "$t" "noop_$t" noop)"; done
+	icount lockmigrate version - "$BIN/lockmigrate version"
+	icount goose version - "$BIN/goose --version"
+	icount migrate version - "$BIN/migrate -version"
+	icount tern version - "$BIN/tern version"
+	icount lockmigrate "validate (offline)" - "env LOCKMIGRATE_DIR=$SETS/noop/lockmigrate $BIN/lockmigrate validate"
+	icount floor "apply $RT_SMALL" icount_fresh "$(cmd floor icount_apply small)"
+	icount lockmigrate "apply $RT_SMALL" icount_fresh "$(cmd lockmigrate icount_apply small)"
+	psqlc -d postgres -c "DROP DATABASE icount_apply WITH (FORCE)"
+	if [ "$ICOUNTER" = callgrind ]; then
+		# The breakdown: ICOUNT_RUNS callgrind runs, each with a dump at
+		# every phase's start; icount prints each row's median.
+		mapfile -t dumps < <("$BIN/icount" -dump-args)
+		for i in $(seq 1 "$ICOUNT_RUNS"); do
+			mkdir -p "$WORK/breakdown/$i"
+			(cd "$WORK" && DATABASE_URL=$noopdb LOCKMIGRATE_DIR=$SETS/noop/lockmigrate GODEBUG=asyncpreemptoff=1 \
+				valgrind --tool=callgrind --callgrind-out-file="$WORK/breakdown/$i/callgrind.out" "${dumps[@]}" "$BIN/lockmigrate-sym") >/dev/null 2>"$WORK/breakdown.err" ||
+				die "the breakdown run failed: $(tail -n 3 "$WORK/breakdown.err")"
+		done
+		"$BIN/icount" "$WORK/breakdown/"* >"$OUT/icount/breakdown.md"
+		rm -rf "$WORK/breakdown"
+	fi
+fi
+
 # --- 2. apply 1000 fresh migrations ------------------------------------------------------
 if has apply; then
 	step "2. Apply $APPLY_SET fresh migrations (fresh database per run)"

@@ -281,6 +281,7 @@ func (r *report) noop(b *strings.Builder) {
 		fmt.Fprintf(b, "Round trips of one no-op start (through rtproxy, connection set-up included; traces in `bench/out/rt/*-noop/`): %s.\n\n", strings.Join(parts, ", "))
 	}
 	r.decomposition(b)
+	r.icount(b)
 
 	lw, fw := wall["lockmigrate"], wall["floor"]
 	r.target("no-op ≤ 1.10× floor", fmtRatio(lw, fw)+fmt.Sprintf(" (%s vs %s ms)", fmtF(lw, 2), fmtF(fw, 2)), lw <= 1.10*fw, ok(lw) && ok(fw))
@@ -333,6 +334,70 @@ func (r *report) decomposition(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "System calls of one no-op run (`strace -f -c`, all threads): %s.\n\n", strings.Join(parts, "; "))
 	}
+}
+
+// icountRow is one command's instruction counts (counts.tsv).
+type icountRow struct {
+	tool, what string
+	counts     []float64
+}
+
+// median and spread: (max − min) / median.
+func (x icountRow) median() float64 { return median(x.counts) }
+func (x icountRow) spread() float64 {
+	if len(x.counts) == 0 {
+		return math.NaN()
+	}
+	return (slices.Max(x.counts) - slices.Min(x.counts)) / x.median()
+}
+
+// icount prints the instruction counts of each command (bench/run.sh, 1b)
+// and the breakdown of lockmigrate's no-op, and sets the instructions
+// target.
+func (r *report) icount(b *strings.Builder) {
+	var list []icountRow
+	by := map[string]icountRow{} // "tool/command"
+	for _, row := range rows(filepath.Join(r.dir, "icount", "counts.tsv")) {
+		if len(row) < 3 {
+			continue
+		}
+		x := icountRow{tool: row[0], what: row[1]}
+		for _, c := range strings.Split(row[2], ",") {
+			x.counts = append(x.counts, num(c))
+		}
+		list = append(list, x)
+		by[x.tool+"/"+x.what] = x
+	}
+	if len(list) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "Instructions per command (%s; user space, every thread of the process; the apply rows count the client's instructions only, not the server's). "+
+		"× floor and × goose compare with their run of the same command; spread = (max − min) / median of the runs.\n\n", r.meta["icount_counter"])
+	fmt.Fprintf(b, "| tool | command | instructions (M) | × floor | × goose | runs (M) | spread |\n|---|---|---:|---:|---:|---|---:|\n")
+	ratio := func(x icountRow, tool string) string {
+		what := strings.TrimSuffix(strings.TrimSuffix(x.what, ", set embedded"), ", with symbols")
+		if other, has := by[tool+"/"+what]; has && other.tool != x.tool {
+			return fmtRatio(x.median(), other.median())
+		}
+		return "–"
+	}
+	for _, x := range list {
+		var rs []string
+		for _, c := range x.counts {
+			rs = append(rs, fmtF(c/1e6, 2))
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s %% |\n", label[x.tool], x.what, fmtF(x.median()/1e6, 2),
+			ratio(x, "floor"), ratio(x, "goose"), strings.Join(rs, ", "), fmtF(100*x.spread(), 1))
+	}
+	b.WriteString("\n")
+	if bd, err := os.ReadFile(filepath.Join(r.dir, "icount", "breakdown.md")); err == nil {
+		fmt.Fprintf(b, "Where lockmigrate's no-op instructions go (`bench/icount`: callgrind runs of the same build with symbols, `LOCKMIGRATE_DIR`, the median of each row; "+
+			"a phase is the instructions of every thread between two function entries, see README):\n\n%s\n", bd)
+	}
+	l, g := by["lockmigrate/noop"], by["goose/noop"]
+	lm, gm := l.median(), g.median()
+	r.target("no-op with 200 applied: instructions ≤ 0.85× goose's", fmt.Sprintf("%s (%s M vs %s M)", fmtRatio(lm, gm), fmtF(lm/1e6, 2), fmtF(gm/1e6, 2)),
+		lm <= 0.85*gm, ok(lm) && ok(gm) && len(l.counts) > 0 && len(g.counts) > 0)
 }
 
 // --- 2. apply ----------------------------------------------------------------
