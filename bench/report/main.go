@@ -8,8 +8,10 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log"
 	"math"
 	"os"
@@ -42,9 +44,28 @@ func main() {
 	r := &report{dir: *in, meta: readMeta(filepath.Join(*in, "meta.tsv"))}
 	var b strings.Builder
 	r.write(&b)
+	if err := appendScaling(&b, filepath.Join(filepath.Dir(*out), "SCALING.md")); err != nil {
+		log.Fatal(err)
+	}
 	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// appendScaling embeds the scaling curves bench/scale.sh wrote next to
+// RESULTS.md (their own heading says when and on which commit): the curves
+// take longer than this run, so they are measured apart and shown here.
+func appendScaling(b *strings.Builder, path string) error {
+	md, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	b.WriteString("\n")
+	b.Write(md)
+	return nil
 }
 
 type report struct {

@@ -22,7 +22,7 @@ func (r *report) noopSection() {
 	floor, dir := medians("floor", d.noop["floor"], 1e3), medians(dirName, d.noop[dirName], 1e3)
 	emb, goose := medians(embName, d.noop[embName], 1e3), medians("goose", d.noop["goose"], 1e3)
 	r.f("### No-op start against applied migrations\n\n")
-	r.f("A whole process that finds every migration applied: hyperfine `-N`, median of every run pooled over the rounds; the floor connects and takes the try-lock only, so its line is flat. lockmigrate (dir) reads `LOCKMIGRATE_DIR`; (embedded) is built with the set in `migrations/` (go:embed). Instructions: valgrind `--tool=callgrind` total Ir of one run, CGO_ENABLED=0 builds (the shipped cgo build cannot run under valgrind).\n\n")
+	r.f("A whole process that finds every migration applied: hyperfine `-N`, median of every run pooled over the rounds; the floor connects and takes the try-lock only, so its line is flat. lockmigrate (dir) reads `LOCKMIGRATE_DIR`; (embedded) is built with the set in `migrations/` (go:embed). Instructions: valgrind `--tool=callgrind` total Ir of one run, of the CGO_ENABLED=0 builds as shipped.\n\n")
 	r.f("![no-op wall](plots/noop-wall.png)\n\n")
 	r.f("| applied | floor (ms) | lockmigrate dir (ms) | × floor | embedded (ms) | × floor | goose (ms) | × floor | dir × goose |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range allSizes(floor, dir, emb, goose) {
