@@ -9,13 +9,27 @@ package dirfs
 import (
 	"io/fs"
 	"os"
+	"sync"
 )
+
+// firstBuf is the size of the read buffer: migration files are almost all
+// smaller, so one read fills it and the next finds the end of the file.
+const firstBuf = 16 << 10
+
+// keepBuf caps the buffer kept between files: one very large file grows it
+// for itself, and the next file starts again from firstBuf.
+const keepBuf = 1 << 20
 
 // FS is a directory's files, like os.DirFS(dir), with the same error values
 // (a *fs.PathError naming the path relative to dir).
 type FS struct {
 	dir  string
 	base fs.FS
+	// buf is the read buffer ReadFile reuses from file to file (mu guards
+	// it): a fresh one per file had to be zeroed each time, which cost
+	// more than the read itself.
+	mu  sync.Mutex
+	buf []byte
 }
 
 // New returns the file system rooted at dir.
@@ -37,7 +51,9 @@ func (f *FS) ReadFile(name string) ([]byte, error) {
 	if f.dir == "" || !fs.ValidPath(name) {
 		return fs.ReadFile(f.base, name) // the same refusal as os.DirFS
 	}
-	return readFile(f.dir, name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return readFile(f.dir, name, &f.buf)
 }
 
 var (
