@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -149,7 +148,7 @@ func loadFile(fsys fs.FS, name string, f Format) (*Migration, error) {
 	// The checksum covers the bytes that run, as written; the server gets
 	// them without a UTF-8 byte order mark, which it would reject.
 	m.SQL = sec.SQL
-	if err := m.parseDirective(sec.Up); err != nil {
+	if err := m.parseDirective(sec.SQL); err != nil {
 		return nil, err
 	}
 	m.NoTransaction = m.NoTransaction || sec.NoTransaction
@@ -192,13 +191,13 @@ func parseFileName(name string) (*Migration, error) {
 // directive is refused rather than ignored, and one below an ordinary
 // comment still counts, so neither a typo nor a comment can silently turn a
 // contract file into an expand one.
-func (m *Migration) parseDirective(data []byte) error {
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+func (m *Migration) parseDirective(text string) error {
+	text = strings.TrimPrefix(text, "\xef\xbb\xbf")
 	seen := map[string]bool{}
-	for len(data) > 0 {
-		var first []byte
-		first, data, _ = bytes.Cut(data, []byte("\n"))
-		line := strings.TrimSpace(string(first))
+	for len(text) > 0 {
+		var first string
+		first, text, _ = strings.Cut(text, "\n")
+		line := strings.TrimSpace(first)
 		if line == "" || strings.HasPrefix(line, "--") && !strings.HasPrefix(line, directivePrefix) {
 			continue
 		}
