@@ -92,7 +92,7 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 	var (
 		migs     []*Migration
 		problems []error
-		byVer    = map[int64]*Migration{}
+		dups     dupCheck
 	)
 	for _, e := range entries {
 		name := e.Name()
@@ -104,14 +104,13 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 			problems = append(problems, err)
 			continue
 		}
-		if prev, dup := byVer[m.Version]; dup {
+		if prev := dups.add(migs, m); prev != nil {
 			problems = append(problems, &ValidationError{
 				Kind: KindDuplicateVersion, Version: m.Version, File: name,
 				Detail: fmt.Sprintf("version %d is used by both %s and %s", m.Version, prev.File, name),
 			})
 			continue
 		}
-		byVer[m.Version] = m
 		migs = append(migs, m)
 	}
 	if err := checkMixed(f, migs); err != nil {
@@ -120,9 +119,44 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
-	slices.SortFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) })
+	if !dups.ascending() {
+		slices.SortFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) })
+	}
 	return migs, nil
 }
+
+// dupCheck finds a version already loaded. Zero-padded names list in
+// version order, and then a version above every one before it cannot be a
+// duplicate: the map of versions is built only when a set's names are not
+// in version order, so the usual set is neither hashed nor sorted.
+type dupCheck struct {
+	last     int64
+	unsorted bool
+	byVer    map[int64]*Migration
+}
+
+// add returns the migration of loaded (the migrations kept so far) with
+// m's version, or records m's version and returns nil.
+func (d *dupCheck) add(loaded []*Migration, m *Migration) (prev *Migration) {
+	if !d.unsorted && m.Version > d.last {
+		d.last = m.Version
+		return nil
+	}
+	if !d.unsorted {
+		d.unsorted = true
+		d.byVer = make(map[int64]*Migration, 2*len(loaded))
+		for _, l := range loaded {
+			d.byVer[l.Version] = l
+		}
+	}
+	if prev = d.byVer[m.Version]; prev == nil {
+		d.byVer[m.Version] = m
+	}
+	return prev
+}
+
+// ascending reports whether every version came above the ones before it.
+func (d *dupCheck) ascending() bool { return !d.unsorted }
 
 // loadFile reads one migration file of format f: its name, the part that
 // runs (checksummed as written), its directives and, outside a
@@ -174,7 +208,7 @@ func parseFileName(name string) (*Migration, error) {
 	if !ok {
 		return nil, bad("file name does not match")
 	}
-	v, err := strconv.ParseInt(digits, 10, 64)
+	v, err := parseVersion(digits)
 	if err != nil {
 		return nil, bad("version does not fit in a signed 64-bit integer")
 	}
@@ -182,6 +216,21 @@ func parseFileName(name string) (*Migration, error) {
 		return nil, bad("version must be positive")
 	}
 	return &Migration{Version: v, Name: base, File: name}, nil
+}
+
+// parseVersion is strconv.ParseInt(digits, 10, 64) for the ASCII digits
+// that splitFileName found, written out for the versions of up to 18 digits,
+// which cannot overflow: ParseInt's generality cost more than a file's name
+// is worth.
+func parseVersion(digits string) (int64, error) {
+	if len(digits) > 18 {
+		return strconv.ParseInt(digits, 10, 64)
+	}
+	var v int64
+	for i := 0; i < len(digits); i++ {
+		v = v*10 + int64(digits[i]-'0')
+	}
+	return v, nil
 }
 
 // parseDirective reads the directives in the comment lines at the top of
