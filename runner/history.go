@@ -87,16 +87,82 @@ func (h history) readBrief(ctx context.Context, conn Conn) ([]HistoryRow, error)
 	if err != nil {
 		return nil, h.readErr(err)
 	}
-	rows, err := pgx.CollectRows(r, func(row pgx.CollectableRow) (HistoryRow, error) {
-		var hr HistoryRow
-		err := row.Scan(&hr.Version, &hr.Checksum, &hr.State)
-		return hr, err
-	})
+	defer r.Close()
+	var rows []HistoryRow
+	for r.Next() {
+		hr, ok := briefRow(r.FieldDescriptions(), r.RawValues())
+		if !ok {
+			err = r.Scan(&hr.Version, &hr.Checksum, &hr.State)
+		}
+		if err != nil {
+			break
+		}
+		rows = append(rows, hr)
+	}
+	r.Close()
+	if err == nil {
+		err = r.Err()
+	}
 	if err != nil {
 		return nil, h.readErr(err)
 	}
-	slices.SortFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) })
+	if !slices.IsSortedFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) }) {
+		slices.SortFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) })
+	}
 	return rows, nil
+}
+
+// briefRow decodes a row of readBrief from its text-format values, which
+// is what the server sends the query: pgx's Scan, with its per-value plan
+// lookups and conversions, cost more per row than everything else a no-op
+// does with it. ok is false for anything else (a binary-format column, a
+// NULL, a version that is not a plain decimal), which the caller leaves to
+// Scan, whose errors are kept.
+func briefRow(fds []pgconn.FieldDescription, raw [][]byte) (hr HistoryRow, ok bool) {
+	if len(fds) != 3 || len(raw) != 3 {
+		return hr, false
+	}
+	for i := range fds {
+		if fds[i].Format != pgx.TextFormatCode || raw[i] == nil {
+			return hr, false
+		}
+	}
+	v, ok := parseDecimal(raw[0])
+	if !ok {
+		return hr, false
+	}
+	hr.Version, hr.Checksum = v, string(raw[1])
+	switch state := raw[2]; string(state) {
+	case StateApplied:
+		hr.State = StateApplied // no copy of the usual values
+	case StateRunning:
+		hr.State = StateRunning
+	default:
+		hr.State = string(state)
+	}
+	return hr, true
+}
+
+// parseDecimal parses a bigint's text form, up to 18 digits with an
+// optional minus sign (so it cannot overflow); ok is false otherwise.
+func parseDecimal(b []byte) (v int64, ok bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }
 
 func (h history) readErr(err error) error {
