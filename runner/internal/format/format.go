@@ -159,14 +159,17 @@ func Detect(text string) (Name, error) {
 	// Each marker is looked for only where a plain substring shows it may
 	// be: a file without any costs a few byte searches (loading stays fast
 	// for sets of thousands of files).
+	// Every marker holds a "+", a ":" or a "/": a file with none of them,
+	// the usual SQL file, costs three byte scans.
+	plus, colon, slash := strings.IndexByte(text, '+') >= 0, strings.IndexByte(text, ':') >= 0, strings.IndexByte(text, '/') >= 0
 	var found []Name
-	if strings.Contains(text, "+goose") && gooseMarked(text) {
+	if plus && strings.Contains(text, "+goose") && gooseMarked(text) {
 		found = append(found, Goose)
 	}
-	if strings.Contains(text, "migrate:") && (dbmateUp.MatchString(text) || dbmateDown.MatchString(text)) {
+	if colon && strings.Contains(text, "migrate:") && (dbmateUp.MatchString(text) || dbmateDown.MatchString(text)) {
 		found = append(found, Dbmate)
 	}
-	if strings.Contains(text, ternSeparator) || strings.Contains(text, "tern: disable-tx") && ternDisableTx.MatchString(text) {
+	if slash && strings.Contains(text, ternSeparator) || colon && strings.Contains(text, "tern: disable-tx") && ternDisableTx.MatchString(text) {
 		found = append(found, Tern)
 	}
 	switch len(found) {
