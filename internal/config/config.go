@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -221,9 +222,8 @@ func (c *Config) parseEnv(getenv func(string) string) []*Error {
 	var errs []*Error
 	t := reflect.TypeFor[Config]()
 	v := reflect.ValueOf(c).Elem()
-	for i := range t.NumField() {
+	for i, tags := range configTags() {
 		f := t.Field(i)
-		tags := readTags(f.Tag)
 		if tags.env == "" || tags.env == "-" {
 			continue
 		}
@@ -276,6 +276,38 @@ func setField(field reflect.Value, s string) bool {
 	return err == nil
 }
 
+// closingQuote returns the index of the '"' that closes the quoted string
+// whose contents start at s[from], or -1. It jumps from quote to quote (the
+// help texts are long): a quote is escaped when an odd number of
+// backslashes precede it.
+func closingQuote(s string, from int) int {
+	for i := from; i < len(s); i++ {
+		j := strings.IndexByte(s[i:], '"')
+		if j < 0 {
+			return -1
+		}
+		i += j
+		n := 0
+		for k := i - 1; k >= from && s[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// configTags are the tags of Config's fields, by field index, read once.
+var configTags = sync.OnceValue(func() []tags {
+	t := reflect.TypeFor[Config]()
+	out := make([]tags, t.NumField())
+	for i := range out {
+		out[i] = readTags(t.Field(i).Tag)
+	}
+	return out
+})
+
 // tags are the struct tags of a field that Load reads.
 type tags struct {
 	env, def, oneof string
@@ -298,14 +330,8 @@ func readTags(tag reflect.StructTag) tags {
 			break
 		}
 		key := s[:colon]
-		i := colon + 2
-		for i < len(s) && s[i] != '"' {
-			if s[i] == '\\' {
-				i++
-			}
-			i++
-		}
-		if i >= len(s) {
+		i := closingQuote(s, colon+2)
+		if i < 0 {
 			break
 		}
 		value := s[colon+1 : i+1]
@@ -313,9 +339,12 @@ func readTags(tag reflect.StructTag) tags {
 		if key != "env" && key != "envDefault" && key != "oneof" {
 			continue
 		}
-		v, err := strconv.Unquote(value)
-		if err != nil {
-			break
+		v := value[1 : len(value)-1]
+		if strings.IndexByte(v, '\\') >= 0 {
+			var err error
+			if v, err = strconv.Unquote(value); err != nil {
+				break
+			}
 		}
 		// As with Get, the first occurrence of a key counts.
 		switch {
@@ -371,7 +400,7 @@ func (c *Config) validateFields() []*Error {
 	v := reflect.ValueOf(c).Elem()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tg := readTags(f.Tag)
+		tg := configTags()[i]
 		key := tg.env
 		if o := tg.oneof; o != "" {
 			s := v.Field(i).String()

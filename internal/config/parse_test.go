@@ -54,7 +54,8 @@ func TestReadTags(t *testing.T) {
 		all = append(all, f.Tag)
 	}
 	all = append(all, `env:"A" envDefault:"a \"quoted\" \\ value" oneof:"x,y"`, `  env:"B"   oneof:"p"`, `help:"env:\"C\"" env:"D"`,
-		`env:"E`, `env`, ``, `envDefault:"" env:"F"`, `oneof:"1" env:"G" oneof:"2"`, `env:"H" broken envDefault:"h"`)
+		`env:"E`, `env`, ``, `envDefault:"" env:"F"`, `oneof:"1" env:"G" oneof:"2"`, `env:"H" broken envDefault:"h"`,
+		`env:"I\\" envDefault:"i"`, `env:"J\\\"j" oneof:"k"`, `env:"\"" oneof:"\\\\"`)
 	for _, tag := range all {
 		got := readTags(tag)
 		want := tags{env: tag.Get("env"), def: tag.Get("envDefault"), oneof: tag.Get("oneof")}
