@@ -614,7 +614,8 @@ const (
 	spaceReason = " (the Pushgateway would record it as \"+\")"
 )
 
-var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+// labelName is compiled when a grouping is configured, not at every start.
+var labelName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`) })
 
 // parseGrouping parses "k=v,k=v" into grouping labels. job has its own
 // variable, and instance is refused: it would be a per-pod label in disguise.
@@ -629,7 +630,7 @@ func parseGrouping(s string) (map[string]string, error) {
 		switch {
 		case !ok || v == "":
 			return nil, fmt.Errorf("%q is not name=value", part)
-		case !labelName.MatchString(k) || strings.HasPrefix(k, "__"):
+		case !labelName().MatchString(k) || strings.HasPrefix(k, "__"):
 			return nil, fmt.Errorf("%q is not a label name", k)
 		case k == "job" || k == "instance":
 			return nil, fmt.Errorf("%q cannot be a grouping label", k)

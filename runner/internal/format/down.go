@@ -1,7 +1,6 @@
 package format
 
 import (
-	"regexp"
 	"strings"
 	"unicode"
 )
@@ -11,7 +10,7 @@ import (
 // not recognise — and so a format would not cut at — is still caught in the
 // part that runs: a "--" comment line starting with "+goose down" or
 // "migrate:down", and "-- create above / drop below" anywhere.
-var looseTern = regexp.MustCompile(`(?i)--[ \t]*create[ \t]+above[ \t]*/[ \t]*drop[ \t]+below`)
+var looseTern = lazyRegexp(`(?i)--[ \t]*create[ \t]+above[ \t]*/[ \t]*drop[ \t]+below`)
 
 var canonical = map[Name]string{Goose: "-- +goose Down", Dbmate: "-- migrate:down", Tern: ternSeparator}
 
@@ -28,7 +27,7 @@ func checkNoDown(sql string, f Name) error {
 	// The tern marker may be anywhere in a line; the regexp runs only on
 	// files that hold its last word.
 	if tool == "" && containsFold(sql, "below") {
-		if loc := looseTern.FindStringIndex(sql); loc != nil {
+		if loc := looseTern().FindStringIndex(sql); loc != nil {
 			tool, at = Tern, loc[0]
 		}
 	}

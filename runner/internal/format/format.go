@@ -19,7 +19,9 @@ package format
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -97,6 +99,13 @@ func errorf(line int, format string, args ...any) *Error {
 
 const bom = "\xef\xbb\xbf"
 
+// lazyRegexp compiles expr on first use. The expressions read only files
+// that hold a marker's plain text, which most sets never do, and compiling
+// them all at package init cost every start about 0.15 M instructions.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
 // Parse reads the file name, holding data, as format f (Auto: as the format
 // its markers show) and returns the section that runs. It returns an *Error
 // for a file its format would read differently, and for a down marker left
@@ -166,10 +175,10 @@ func Detect(text string) (Name, error) {
 	if plus && strings.Contains(text, "+goose") && gooseMarked(text) {
 		found = append(found, Goose)
 	}
-	if colon && strings.Contains(text, "migrate:") && (dbmateUp.MatchString(text) || dbmateDown.MatchString(text)) {
+	if colon && strings.Contains(text, "migrate:") && (dbmateUp().MatchString(text) || dbmateDown().MatchString(text)) {
 		found = append(found, Dbmate)
 	}
-	if slash && strings.Contains(text, ternSeparator) || colon && strings.Contains(text, "tern: disable-tx") && ternDisableTx.MatchString(text) {
+	if slash && strings.Contains(text, ternSeparator) || colon && strings.Contains(text, "tern: disable-tx") && ternDisableTx().MatchString(text) {
 		found = append(found, Tern)
 	}
 	switch len(found) {

@@ -2,6 +2,7 @@ package format
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -235,6 +236,16 @@ func TestContainsFold(t *testing.T) {
 			if got, want := containsFold(s, p), strings.Contains(strings.ToLower(s), p); got != want {
 				t.Errorf("containsFold(%q, %q) = %v, want %v", s, p, got, want)
 			}
+		}
+	}
+}
+
+// TestRegexpsCompile compiles every lazily compiled expression, which a
+// typo would otherwise turn into a panic on the first file that needs it.
+func TestRegexpsCompile(t *testing.T) {
+	for _, re := range []func() *regexp.Regexp{dbmateUp, dbmateDown, dbmateDirective, looseTern, ternDisableTx} {
+		if re() == nil {
+			t.Fatal("nil expression")
 		}
 	}
 }
