@@ -9,6 +9,7 @@ package dirfs
 import (
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 )
 
@@ -25,11 +26,17 @@ const keepBuf = 1 << 20
 type FS struct {
 	dir  string
 	base fs.FS
-	// buf is the read buffer ReadFile reuses from file to file (mu guards
-	// it): a fresh one per file had to be zeroed each time, which cost
-	// more than the read itself.
-	mu  sync.Mutex
-	buf []byte
+	// mu guards scratch, the buffers ReadFile reuses from file to file.
+	mu      sync.Mutex
+	scratch scratch
+}
+
+// scratch are ReadFile's buffers: buf, the read buffer (a fresh one per
+// file had to be zeroed each time, which cost more than the read itself),
+// and path, the NUL-terminated path the open system call takes (building a
+// string and copying it for the call cost two allocations per file).
+type scratch struct {
+	buf, path []byte
 }
 
 // New returns the file system rooted at dir.
@@ -48,12 +55,12 @@ func (f *FS) Stat(name string) (fs.FileInfo, error) { return fs.Stat(f.base, nam
 
 // ReadFile returns the contents of name.
 func (f *FS) ReadFile(name string) ([]byte, error) {
-	if f.dir == "" || !fs.ValidPath(name) {
+	if f.dir == "" || !fs.ValidPath(name) || strings.IndexByte(name, 0) >= 0 {
 		return fs.ReadFile(f.base, name) // the same refusal as os.DirFS
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return readFile(f.dir, name, &f.buf)
+	return readFile(f.dir, name, &f.scratch)
 }
 
 var (

@@ -41,7 +41,7 @@ func TestMatchesOSDirFS(t *testing.T) {
 
 	fast, std := New(dir), os.DirFS(dir)
 	for _, name := range []string{"1_small.sql", "2_empty.sql", "3_big.sql", "4_exact.sql", "5_link.sql",
-		"6_broken.sql", "7_dir.sql", "7_dir.sql/inner.sql", "missing.sql", "../escape.sql", "/abs.sql", ".", ""} {
+		"6_broken.sql", "7_dir.sql", "7_dir.sql/inner.sql", "missing.sql", "../escape.sql", "/abs.sql", ".", "", "nul\x00.sql"} {
 		got, gerr := fast.ReadFile(name)
 		want, werr := fs.ReadFile(std, name)
 		if !bytes.Equal(got, want) || (gerr == nil) != (werr == nil) {

@@ -9,19 +9,15 @@ import (
 
 // readFile reads dir/name with raw system calls: no fcntl, no poller
 // registration (regular files are never pollable) and no fstat, which a
-// buffer that is usually large enough makes unnecessary. *buf is the
-// caller's buffer, kept from one file to the next; the result is copied out
-// of it at its exact size, so 200 small files do not leave 200 large
-// buffers for the collector.
-func readFile(dir, name string, buf *[]byte) ([]byte, error) {
-	path := dir
-	if name != "." {
-		path += "/" + name
-	}
+// buffer that is usually large enough makes unnecessary. s holds the
+// caller's buffers, kept from one file to the next; the result is copied
+// out of the read buffer at its exact size, so 200 small files do not
+// leave 200 large buffers for the collector.
+func readFile(dir, name string, s *scratch) ([]byte, error) {
 	var fd int
 	for {
 		var err error
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		fd, err = openRead(dir, name, s)
 		if err == nil {
 			break
 		}
@@ -30,11 +26,11 @@ func readFile(dir, name string, buf *[]byte) ([]byte, error) {
 		}
 	}
 	defer syscall.Close(fd)
-	if cap(*buf) < firstBuf || cap(*buf) > keepBuf {
-		*buf = make([]byte, 0, firstBuf)
+	if cap(s.buf) < firstBuf || cap(s.buf) > keepBuf {
+		s.buf = make([]byte, 0, firstBuf)
 	}
-	b := (*buf)[:0]
-	defer func() { *buf = b[:0] }()
+	b := s.buf[:0]
+	defer func() { s.buf = b[:0] }()
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)] // grow

@@ -25,8 +25,8 @@ func checkNoDown(sql string, f Name) error {
 		return tool == ""
 	})
 	// The tern marker may be anywhere in a line; the regexp runs only on
-	// files that hold its last word.
-	if tool == "" && containsFold(sql, "below") {
+	// files that hold its "/" and its last word.
+	if tool == "" && strings.IndexByte(sql, '/') >= 0 && containsFold(sql, "below") {
 		if loc := looseTern().FindStringIndex(sql); loc != nil {
 			tool, at = Tern, loc[0]
 		}
