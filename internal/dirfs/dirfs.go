@@ -47,8 +47,22 @@ func New(dir string) *FS {
 // Open opens name as os.DirFS does.
 func (f *FS) Open(name string) (fs.File, error) { return f.base.Open(name) }
 
-// ReadDir lists name as os.DirFS does, sorted by file name.
-func (f *FS) ReadDir(name string) ([]fs.DirEntry, error) { return fs.ReadDir(f.base, name) }
+// ReadDir lists name as os.DirFS does, sorted by file name. Where it can
+// (Linux, types known from the directory itself) it reads the directory
+// with getdents into entries allocated together, sorted without interface
+// calls: os.ReadDir's entry per file and sort cost as much per file as
+// reading the file. Anything else, errors included, is os.DirFS's.
+func (f *FS) ReadDir(name string) ([]fs.DirEntry, error) {
+	if f.dir != "" && fs.ValidPath(name) && strings.IndexByte(name, 0) < 0 {
+		f.mu.Lock()
+		entries, ok := readDir(f.dir, name, &f.scratch)
+		f.mu.Unlock()
+		if ok {
+			return entries, nil
+		}
+	}
+	return fs.ReadDir(f.base, name)
+}
 
 // Stat describes name as os.DirFS does.
 func (f *FS) Stat(name string) (fs.FileInfo, error) { return fs.Stat(f.base, name) }

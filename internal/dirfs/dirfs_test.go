@@ -140,3 +140,4 @@ func TestBufferReuse(t *testing.T) {
 		}
 	}
 }
+

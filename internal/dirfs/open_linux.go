@@ -12,6 +12,10 @@ import (
 // s.path, which syscall.Open would have built as a string and copied again
 // to add the NUL.
 func openRead(dir, name string, s *scratch) (int, error) {
+	return openFlags(dir, name, s, syscall.O_RDONLY|syscall.O_CLOEXEC)
+}
+
+func openFlags(dir, name string, s *scratch, flags int) (int, error) {
 	if strings.IndexByte(dir, 0) >= 0 || strings.IndexByte(name, 0) >= 0 {
 		return -1, syscall.EINVAL // as syscall.Open refuses such a path
 	}
@@ -22,7 +26,7 @@ func openRead(dir, name string, s *scratch) (int, error) {
 	p = append(p, 0)
 	s.path = p
 	fd, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(atFDCWD), uintptr(unsafe.Pointer(&p[0])),
-		uintptr(syscall.O_RDONLY|syscall.O_CLOEXEC), 0, 0, 0)
+		uintptr(flags), 0, 0, 0)
 	if errno != 0 {
 		return -1, errno
 	}
@@ -32,3 +36,8 @@ func openRead(dir, name string, s *scratch) (int, error) {
 // atFDCWD makes openat resolve a relative path as open does (a variable:
 // the negative constant does not convert to uintptr).
 var atFDCWD = -0x64 // AT_FDCWD (golang.org/x/sys/unix has it; syscall does not)
+
+// openDir opens dir/name as a directory, with the path in s.path.
+func openDir(dir, name string, s *scratch) (int, error) {
+	return openFlags(dir, name, s, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_DIRECTORY)
+}
