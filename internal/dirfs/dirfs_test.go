@@ -140,4 +140,3 @@ func TestBufferReuse(t *testing.T) {
 		}
 	}
 }
-
