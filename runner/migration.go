@@ -90,18 +90,21 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 		return nil, fmt.Errorf("read migration directory: %w", err)
 	}
 	var (
-		migs     []*Migration
+		migs     = make([]*Migration, 0, len(entries))
 		problems []error
 		dups     dupCheck
+		// The migrations are allocated together, one slot per entry.
+		slab = make([]Migration, len(entries))
 	)
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || !strings.HasSuffix(name, ".sql") || strings.HasSuffix(name, ".down.sql") {
 			continue
 		}
-		m, err := loadFile(fsys, name, f)
-		if err != nil {
+		m := &slab[len(migs)]
+		if err := loadFile(fsys, name, f, m); err != nil {
 			problems = append(problems, err)
+			*m = Migration{}
 			continue
 		}
 		if prev := dups.add(migs, m); prev != nil {
@@ -109,6 +112,7 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 				Kind: KindDuplicateVersion, Version: m.Version, File: name,
 				Detail: fmt.Sprintf("version %d is used by both %s and %s", m.Version, prev.File, name),
 			})
+			*m = Migration{}
 			continue
 		}
 		migs = append(migs, m)
@@ -161,21 +165,20 @@ func (d *dupCheck) ascending() bool { return !d.unsorted }
 // loadFile reads one migration file of format f: its name, the part that
 // runs (checksummed as written), its directives and, outside a
 // transaction, its statements.
-func loadFile(fsys fs.FS, name string, f Format) (*Migration, error) {
-	m, err := parseFileName(name)
-	if err != nil {
-		return nil, err
+func loadFile(fsys fs.FS, name string, f Format, m *Migration) error {
+	if err := parseFileName(name, m); err != nil {
+		return err
 	}
 	data, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		// A broken symlink, a loop, a permission problem: the set as
 		// deployed is unusable, whatever a retry does.
-		return nil, &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
+		return &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
 			Detail: fmt.Sprintf("cannot read the file: %v", err)}
 	}
 	sec, err := readSection(m, data, f)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sum := sha256.Sum256(sec.Up)
 	m.Checksum = hex.EncodeToString(sum[:])
@@ -183,39 +186,40 @@ func loadFile(fsys fs.FS, name string, f Format) (*Migration, error) {
 	// them without a UTF-8 byte order mark, which it would reject.
 	m.SQL = sec.SQL
 	if err := m.parseDirective(sec.SQL); err != nil {
-		return nil, err
+		return err
 	}
 	m.NoTransaction = m.NoTransaction || sec.NoTransaction
 	if !m.NoTransaction {
-		return m, nil
+		return nil
 	}
 	if m.statements, err = sec.Statements(); err != nil {
-		return nil, &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
+		return &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
 			Detail: fmt.Sprintf("cannot split into statements: %v", err)}
 	}
 	if err := m.checkBackfill(); err != nil {
-		return nil, err
+		return err
 	}
-	return m, nil
+	return nil
 }
 
-func parseFileName(name string) (*Migration, error) {
+func parseFileName(name string, m *Migration) error {
 	bad := func(why string) error {
 		return &ValidationError{Kind: KindMalformedName, File: name,
 			Detail: why + `; expected "<version>_<name>.sql" or "<version>_<name>.up.sql" with a positive integer version`}
 	}
 	digits, base, ok := splitFileName(name)
 	if !ok {
-		return nil, bad("file name does not match")
+		return bad("file name does not match")
 	}
 	v, err := parseVersion(digits)
 	if err != nil {
-		return nil, bad("version does not fit in a signed 64-bit integer")
+		return bad("version does not fit in a signed 64-bit integer")
 	}
 	if v <= 0 {
-		return nil, bad("version must be positive")
+		return bad("version must be positive")
 	}
-	return &Migration{Version: v, Name: base, File: name}, nil
+	m.Version, m.Name, m.File = v, base, name
+	return nil
 }
 
 // parseVersion is strconv.ParseInt(digits, 10, 64) for the ASCII digits
