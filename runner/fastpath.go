@@ -49,7 +49,8 @@ func (p plan) upToDate() bool {
 // errors say when and by whom the changed migrations were applied, exactly
 // as a plan from the full history would.
 func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
-	rows, err := r.hist.readBrief(ctx, r.conn)
+	known := newMigIndex(r.migs)
+	rows, err := r.hist.readBrief(ctx, r.conn, &known)
 	if err != nil {
 		return plan{}, err
 	}
@@ -176,7 +177,7 @@ func newMigIndex(migs []*Migration) migIndex {
 
 // walk returns get for the versions of rows in their order: when both are
 // sorted by version, by walking the set once.
-func (x migIndex) walk(rows []HistoryRow) (get func(v int64) *Migration) {
+func (x *migIndex) walk(rows []HistoryRow) (get func(v int64) *Migration) {
 	if x.byVer != nil || !slices.IsSortedFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) }) {
 		return x.get
 	}
@@ -192,8 +193,20 @@ func (x migIndex) walk(rows []HistoryRow) (get func(v int64) *Migration) {
 	}
 }
 
-// get returns the migration of version v, nil when the set has none.
-func (x migIndex) get(v int64) *Migration {
+// len is the number of migrations of the set.
+func (x *migIndex) len() int {
+	if x.byVer != nil {
+		return len(x.byVer)
+	}
+	return len(x.sorted)
+}
+
+// get returns the migration of version v, nil when the set has none (or
+// x is nil).
+func (x *migIndex) get(v int64) *Migration {
+	if x == nil {
+		return nil
+	}
 	if x.byVer != nil {
 		return x.byVer[v]
 	}

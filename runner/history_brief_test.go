@@ -2,7 +2,9 @@ package runner
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,7 +41,7 @@ func TestBriefRow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := briefRow(tt.fds, tt.raw)
+			got, ok := briefRow(tt.fds, tt.raw, nil)
 			if ok != tt.ok || ok && got != tt.want {
 				t.Fatalf("briefRow = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
 			}
@@ -77,9 +79,23 @@ func TestReadBriefMatchesRead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		brief, err := h.readBrief(ctx, conn)
+		brief, err := h.readBrief(ctx, conn, nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// With the set's index, a row whose checksum is its file's shares
+		// the file's string (when briefRow decodes it); another keeps its
+		// own.
+		known := newMigIndex([]*Migration{{Version: 2, Checksum: "sum2"}, {Version: 30, Checksum: "changed"}})
+		shared, err := h.readBrief(ctx, conn, &known)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(shared, brief) {
+			t.Fatalf("with the index: %+v, without %+v", shared, brief)
+		}
+		if i == 0 && unsafe.StringData(shared[1].Checksum) != unsafe.StringData(known.get(2).Checksum) {
+			t.Error("the checksum of version 2 is a copy")
 		}
 		if len(brief) != len(full) || len(full) != 5 {
 			t.Fatalf("brief %d rows, full %d, want 5", len(brief), len(full))
@@ -96,7 +112,7 @@ func TestReadBriefMatchesRead(t *testing.T) {
 // empty history, with rows inserted out of version order.
 func fillHistory(t *testing.T, conn *pgx.Conn, h history) {
 	ctx := context.Background()
-	if rows, err := h.readBrief(ctx, conn); err != nil || len(rows) != 0 {
+	if rows, err := h.readBrief(ctx, conn, nil); err != nil || len(rows) != 0 {
 		t.Fatalf("missing table: %v, %v", rows, err)
 	}
 	if err := h.ensure(ctx, conn); err != nil {

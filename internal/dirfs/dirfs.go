@@ -53,7 +53,7 @@ func (f *FS) Open(name string) (fs.File, error) { return f.base.Open(name) }
 // calls: os.ReadDir's entry per file and sort cost as much per file as
 // reading the file. Anything else, errors included, is os.DirFS's.
 func (f *FS) ReadDir(name string) ([]fs.DirEntry, error) {
-	if f.dir != "" && fs.ValidPath(name) && strings.IndexByte(name, 0) < 0 {
+	if f.dir != "" && validPath(name) {
 		f.mu.Lock()
 		entries, ok := readDir(f.dir, name, &f.scratch)
 		f.mu.Unlock()
@@ -69,12 +69,25 @@ func (f *FS) Stat(name string) (fs.FileInfo, error) { return fs.Stat(f.base, nam
 
 // ReadFile returns the contents of name.
 func (f *FS) ReadFile(name string) ([]byte, error) {
-	if f.dir == "" || !fs.ValidPath(name) || strings.IndexByte(name, 0) >= 0 {
+	if f.dir == "" || !validPath(name) {
 		return fs.ReadFile(f.base, name) // the same refusal as os.DirFS
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return readFile(f.dir, name, &f.scratch)
+}
+
+// validPath reports whether name is a valid path (fs.ValidPath) without a
+// NUL, which os.DirFS refuses with errors of its own. A plain file name,
+// ASCII and without "/", is checked here: fs.ValidPath's UTF-8 validation
+// cost as much as the rest of a file's path handling.
+func validPath(name string) bool {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= 0x80 || c == '/' || c == 0 {
+			return fs.ValidPath(name) && strings.IndexByte(name, 0) < 0
+		}
+	}
+	return name != "" && name != ".."
 }
 
 var (

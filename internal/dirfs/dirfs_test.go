@@ -140,3 +140,14 @@ func TestBufferReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestValidPath holds validPath to fs.ValidPath, with NULs refused.
+func TestValidPath(t *testing.T) {
+	for _, name := range []string{"", ".", "..", "...", "a", "1_a.sql", "a/b", "a/../b", "/a", "a/", "a//b", "./a", "é.sql",
+		"\xff.sql", "a\x00b", "a/\x00", ". ", " ", "a\\b", "..a", "a.."} {
+		want := fs.ValidPath(name) && !strings.Contains(name, "\x00")
+		if got := validPath(name); got != want {
+			t.Errorf("validPath(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -115,14 +115,14 @@ func lazyRegexp(expr string) func() *regexp.Regexp {
 // from it without a copy, since every start parses every file and the copy
 // was one of the larger costs of loading. The caller must not change data
 // afterwards.
-func Parse(name string, data []byte, f Name) (*Section, error) {
+func Parse(name string, data []byte, f Name) (Section, error) {
 	data1 := bytes.TrimPrefix(data, []byte(bom))
 	text := unsafe.String(unsafe.SliceData(data1), len(data1))
 	skip := len(data) - len(text)
 	if f == Auto || f == "" {
 		var err error
 		if f, err = Detect(text); err != nil {
-			return nil, err
+			return Section{}, err
 		}
 		if f == "" {
 			f = Lockmigrate
@@ -131,16 +131,12 @@ func Parse(name string, data []byte, f Name) (*Section, error) {
 			}
 		}
 	}
-	sec := &Section{Format: f}
+	sec := Section{Format: f}
 	upEnd := len(text)
 	var err error
 	switch f {
-	case Goose:
-		upEnd, err = parseGoose(text, sec)
-	case Dbmate:
-		upEnd, err = parseDbmate(text, sec)
-	case Tern:
-		upEnd, err = parseTern(text, sec)
+	case Goose, Dbmate, Tern:
+		upEnd, err = parseTool(text, &sec)
 	case GolangMigrate:
 		if !strings.HasSuffix(name, ".up.sql") {
 			err = errorf(0, `golang-migrate reads only "<version>_<name>.up.sql" (and .down.sql) files and would ignore this one; `+
@@ -148,17 +144,35 @@ func Parse(name string, data []byte, f Name) (*Section, error) {
 		}
 	case Lockmigrate:
 	default:
-		return nil, errorf(0, "unknown format %q", f)
+		return Section{}, errorf(0, "unknown format %q", f)
 	}
 	if err != nil {
-		return nil, err
+		return Section{}, err
 	}
 	sec.SQL = text[:upEnd]
 	sec.Up = data[:skip+upEnd]
 	if err := checkNoDown(sec.SQL, f); err != nil {
-		return nil, err
+		return Section{}, err
 	}
 	return sec, nil
+}
+
+// parseTool parses text as sec.Format, a tool with a down section. The
+// tools' parsers keep a pointer to the section they fill, so it is a copy
+// on the heap, and sec, which Parse returns, stays on the stack for the
+// usual file, which has no tool markers.
+func parseTool(text string, sec *Section) (upEnd int, err error) {
+	tool := &Section{Format: sec.Format}
+	switch sec.Format {
+	case Goose:
+		upEnd, err = parseGoose(text, tool)
+	case Dbmate:
+		upEnd, err = parseDbmate(text, tool)
+	default:
+		upEnd, err = parseTern(text, tool)
+	}
+	*sec = *tool
+	return upEnd, err
 }
 
 // Detect returns the tool format whose markers text holds (goose, dbmate or
