@@ -162,6 +162,9 @@ func (s versionSet) walk() (has func(v int64) bool) {
 type migIndex struct {
 	sorted []*Migration
 	byVer  map[int64]*Migration
+	// next is where get looks first: the history usually comes back in
+	// version order, and then each lookup is the one after the last.
+	next int
 }
 
 func newMigIndex(migs []*Migration) migIndex {
@@ -210,10 +213,15 @@ func (x *migIndex) get(v int64) *Migration {
 	if x.byVer != nil {
 		return x.byVer[v]
 	}
+	if x.next < len(x.sorted) && x.sorted[x.next].Version == v {
+		x.next++
+		return x.sorted[x.next-1]
+	}
 	i, found := slices.BinarySearchFunc(x.sorted, v, func(m *Migration, v int64) int { return cmpInt64(m.Version, v) })
 	if !found {
 		return nil
 	}
+	x.next = i + 1
 	return x.sorted[i]
 }
 
