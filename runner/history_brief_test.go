@@ -31,7 +31,10 @@ func TestBriefRow(t *testing.T) {
 		{"other state", text, row("7", "x", "baseline"), HistoryRow{Version: 7, Checksum: "x", State: "baseline"}, true},
 		{"negative", text, row("-3", "x", "applied"), HistoryRow{Version: -3, Checksum: "x", State: StateApplied}, true},
 		{"18 digits", text, row("999999999999999999", "x", "applied"), HistoryRow{Version: 999999999999999999, Checksum: "x", State: StateApplied}, true},
-		{"19 digits", text, row("9223372036854775807", "x", "applied"), HistoryRow{}, false},
+		{"19 digits", text, row("9223372036854775807", "x", "applied"), HistoryRow{Version: 9223372036854775807, Checksum: "x", State: StateApplied}, true},
+		{"lowest", text, row("-9223372036854775808", "x", "applied"), HistoryRow{Version: -9223372036854775808, Checksum: "x", State: StateApplied}, true},
+		{"out of range", text, row("9223372036854775808", "x", "applied"), HistoryRow{}, false},
+		{"plus sign", text, row("+1", "x", "applied"), HistoryRow{}, false},
 		{"not decimal", text, row("1e3", "x", "applied"), HistoryRow{}, false},
 		{"empty version", text, row("", "x", "applied"), HistoryRow{}, false},
 		{"lone minus", text, row("-", "x", "applied"), HistoryRow{}, false},
@@ -131,6 +134,99 @@ func fillHistory(t *testing.T, conn *pgx.Conn, h history) {
 	for _, fd := range r.FieldDescriptions() {
 		if fd.Format != pgx.TextFormatCode {
 			t.Fatalf("the binary's settings give column %s in format %d: briefRow would never decode it", fd.Name, fd.Format)
+		}
+	}
+}
+
+// TestParseBriefCopy covers the COPY text readBrief decodes, and what it
+// leaves to the SELECT.
+func TestParseBriefCopy(t *testing.T) {
+	known := newMigIndex([]*Migration{{Version: 1, Checksum: "aa"}, {Version: 2, Checksum: "bb"}})
+	tests := []struct {
+		text string
+		want []HistoryRow // nil: not decoded
+	}{
+		{"", []HistoryRow{}},
+		{"2\tbb\tapplied\n1\taa\tbaseline\n", []HistoryRow{{Version: 1, Checksum: "aa", State: "baseline"}, {Version: 2, Checksum: "bb", State: StateApplied}}},
+		{"-3\t\trunning\n", []HistoryRow{{Version: -3, State: StateRunning}}},
+		{"1\taa\tapplied", nil},      // no final newline
+		{"1\taa\n", nil},             // two fields
+		{"1\taa\tapplied\tx\n", nil}, // four
+		{"1\t\\N\tapplied\n", nil},   // NULL
+		{"1\ta\\tb\tapplied\n", nil}, // an escape
+		{"x\taa\tapplied\n", nil},    // not a number
+		{"99999999999999999999\ta\tapplied\n", nil},
+	}
+	for _, tt := range tests {
+		got, ok := parseBriefCopy([]byte(tt.text), &known)
+		if ok != (tt.want != nil) || ok && !slices.Equal(got, tt.want) {
+			t.Errorf("%q: %+v, %v; want %+v", tt.text, got, ok, tt.want)
+		}
+	}
+}
+
+// queryCounter counts the queries readBrief sends through Query, which it
+// uses only when it does not read the rows with COPY.
+type queryCounter struct {
+	*pgx.Conn
+	queries int
+}
+
+func (q *queryCounter) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	q.queries++
+	return q.Conn.Query(ctx, sql, args...)
+}
+
+// TestReadBriefCopy: plain values are read with COPY alone; a value COPY
+// escapes sends readBrief to the SELECT, with the same rows as read gives.
+func TestReadBriefCopy(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := dbconn.Config(pgtest.Shared().NewDB(t), func(string) string { return "" }, "runnertest", dbconn.Keepalive{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	h := newHistory("public", "lockmigrate_history")
+	qc := &queryCounter{Conn: conn}
+	if rows, err := h.readBrief(ctx, qc, nil); err != nil || len(rows) != 0 || qc.queries != 0 {
+		t.Fatalf("missing table: %v, %v, %d queries", rows, err, qc.queries)
+	}
+	fillHistory(t, conn, h)
+	for _, tt := range []struct {
+		insert  string
+		queries int
+	}{
+		{"", 0},
+		{`INSERT INTO ` + h.ident + ` (version, name, checksum) VALUES (40, 'd', E'tab\there\\back\nline')`, 1},
+	} {
+		if tt.insert != "" {
+			if _, err := conn.Exec(ctx, tt.insert); err != nil {
+				t.Fatal(err)
+			}
+		}
+		qc.queries = 0
+		brief, err := h.readBrief(ctx, qc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if qc.queries != tt.queries {
+			t.Errorf("%d queries through Query, want %d", qc.queries, tt.queries)
+		}
+		full, _, err := h.read(ctx, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(brief) != len(full) {
+			t.Fatalf("brief %d rows, full %d", len(brief), len(full))
+		}
+		for j, f := range full {
+			if want := (HistoryRow{Version: f.Version, Checksum: f.Checksum, State: f.State}); brief[j] != want {
+				t.Errorf("row %d: brief %+v, want %+v", j, brief[j], want)
+			}
 		}
 	}
 }
