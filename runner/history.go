@@ -100,6 +100,9 @@ func (h history) read(ctx context.Context, conn Conn) (rows []HistoryRow, exists
 func (h history) readBrief(ctx context.Context, conn Conn, known *migIndex) ([]HistoryRow, error) {
 	if pc, ok := conn.(interface{ PgConn() *pgconn.PgConn }); ok {
 		var out bytes.Buffer
+		if known != nil {
+			out.Grow(96 * known.len()) // a row is about 80 bytes: no copies as the buffer grows
+		}
 		_, err := pc.PgConn().CopyTo(ctx, &out, `COPY `+h.ident+` (version, checksum, state) TO STDOUT`)
 		if err != nil && (h.readErr(err) == nil || ctx.Err() != nil) {
 			return nil, h.readErr(err) // no table (no history), or the run was stopped
@@ -124,21 +127,22 @@ func parseBriefCopy(text []byte, known *migIndex) (rows []HistoryRow, ok bool) {
 	if known != nil {
 		rows = make([]HistoryRow, 0, known.len())
 	}
-	var fields [3][]byte
 	for len(text) > 0 {
-		line, rest, found := bytes.Cut(text, []byte("\n"))
-		if !found {
+		end := bytes.IndexByte(text, '\n')
+		if end < 0 {
 			return nil, false
 		}
-		text = rest
-		for i := range fields {
-			var more bool
-			fields[i], line, more = bytes.Cut(line, []byte("\t"))
-			if more != (i < 2) {
-				return nil, false
-			}
+		line := text[:end]
+		text = text[end+1:]
+		tab1 := bytes.IndexByte(line, '\t')
+		if tab1 < 0 {
+			return nil, false
 		}
-		hr, ok := briefValues(fields[0], fields[1], fields[2], known)
+		tab2 := bytes.IndexByte(line[tab1+1:], '\t') + tab1 + 1
+		if tab2 <= tab1 || bytes.IndexByte(line[tab2+1:], '\t') >= 0 {
+			return nil, false // not three fields
+		}
+		hr, ok := briefValues(line[:tab1], line[tab1+1:tab2], line[tab2+1:], known)
 		if !ok {
 			return nil, false
 		}
