@@ -133,7 +133,7 @@ func (m *Migration) checkBackfill() error {
 func (p *plan) takeResumable() {
 	running := p.running[:0:0]
 	for _, row := range p.running {
-		if m := p.known[row.Version]; m != nil && m.Backfill != nil {
+		if m := p.known.get(row.Version); m != nil && m.Backfill != nil {
 			if p.resumed == nil {
 				p.resumed = map[int64]HistoryRow{}
 			}

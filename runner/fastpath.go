@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // plan is what a run must do, given the migration set and the history.
@@ -30,8 +31,8 @@ type plan struct {
 	deferred                       []*Migration
 	pendingExpand, pendingContract int
 	contractVersion                int64
-	// known maps the set's versions to their migrations.
-	known map[int64]*Migration
+	// known finds the set's migrations by version.
+	known migIndex
 	// resumed are the rows left running by backfills (backfill.go), which
 	// a run continues instead of refusing them; their migrations are in
 	// pending.
@@ -48,7 +49,8 @@ func (p plan) upToDate() bool {
 // errors say when and by whom the changed migrations were applied, exactly
 // as a plan from the full history would.
 func (r *Runner) fastPlan(ctx context.Context) (plan, error) {
-	rows, err := r.hist.readBrief(ctx, r.conn)
+	known := newMigIndex(r.migs)
+	rows, err := r.hist.readBrief(ctx, r.conn, &known)
 	if err != nil {
 		return plan{}, err
 	}
@@ -67,8 +69,9 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 	var p plan
 	applied := p.readHistory(migs, rows)
 	p.takeResumable()
+	next := applied.walk()
 	for _, m := range migs {
-		if applied[m.Version] || isRunning(p.running, m.Version) {
+		if next(m.Version) || isRunning(p.running, m.Version) {
 			continue
 		}
 		p.pending = append(p.pending, m)
@@ -91,13 +94,10 @@ func makePlan(migs []*Migration, rows []HistoryRow, opts Options) plan {
 // readHistory sorts the rows into p (schema version, running rows, versions
 // ahead, checksum mismatches) and returns the versions whose effects are
 // in the database.
-func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[int64]bool) {
-	known := make(map[int64]*Migration, len(migs))
-	for _, m := range migs {
-		known[m.Version] = m
-	}
-	p.known = known
-	applied = make(map[int64]bool, len(rows))
+func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied versionSet) {
+	p.known = newMigIndex(migs)
+	applied = make(versionSet, 0, len(rows))
+	find := p.known.walk(rows)
 	for _, r := range rows {
 		p.schemaVersion = max(p.schemaVersion, r.Version)
 		if r.State == StateRunning {
@@ -106,9 +106,9 @@ func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[in
 		}
 		// applied and baseline rows alike: the effects are in the database,
 		// and the file must not have changed since.
-		applied[r.Version] = true
-		m, ok := known[r.Version]
-		if !ok {
+		applied = append(applied, r.Version)
+		m := find(r.Version)
+		if m == nil {
 			p.ahead = append(p.ahead, r.Version)
 			continue
 		}
@@ -124,7 +124,105 @@ func (p *plan) readHistory(migs []*Migration, rows []HistoryRow) (applied map[in
 			})
 		}
 	}
+	if !slices.IsSorted(applied) {
+		slices.Sort(applied)
+	}
 	return applied
+}
+
+// versionSet is a sorted list of versions. Every start looks up every
+// file's version in the history and the history's in the set: a binary
+// search over slices that come sorted costs less than building maps.
+type versionSet []int64
+
+func (s versionSet) has(v int64) bool {
+	_, found := slices.BinarySearch(s, v)
+	return found
+}
+
+// walk returns has for versions asked in ascending order, which it answers
+// by walking s once.
+func (s versionSet) walk() (has func(v int64) bool) {
+	i := 0
+	last := int64(0)
+	return func(v int64) bool {
+		if v < last { // not ascending after all
+			return s.has(v)
+		}
+		last = v
+		for i < len(s) && s[i] < v {
+			i++
+		}
+		return i < len(s) && s[i] == v
+	}
+}
+
+// migIndex finds a migration by version: by binary search in a set sorted
+// by version, as Load returns it, else through a map.
+type migIndex struct {
+	sorted []*Migration
+	byVer  map[int64]*Migration
+	// next is where get looks first: the history usually comes back in
+	// version order, and then each lookup is the one after the last.
+	next int
+}
+
+func newMigIndex(migs []*Migration) migIndex {
+	if slices.IsSortedFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) }) {
+		return migIndex{sorted: migs}
+	}
+	byVer := make(map[int64]*Migration, len(migs))
+	for _, m := range migs {
+		byVer[m.Version] = m
+	}
+	return migIndex{byVer: byVer}
+}
+
+// walk returns get for the versions of rows in their order: when both are
+// sorted by version, by walking the set once.
+func (x *migIndex) walk(rows []HistoryRow) (get func(v int64) *Migration) {
+	if x.byVer != nil || !slices.IsSortedFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) }) {
+		return x.get
+	}
+	i := 0
+	return func(v int64) *Migration {
+		for i < len(x.sorted) && x.sorted[i].Version < v {
+			i++
+		}
+		if i < len(x.sorted) && x.sorted[i].Version == v {
+			return x.sorted[i]
+		}
+		return nil
+	}
+}
+
+// len is the number of migrations of the set.
+func (x *migIndex) len() int {
+	if x.byVer != nil {
+		return len(x.byVer)
+	}
+	return len(x.sorted)
+}
+
+// get returns the migration of version v, nil when the set has none (or
+// x is nil).
+func (x *migIndex) get(v int64) *Migration {
+	if x == nil {
+		return nil
+	}
+	if x.byVer != nil {
+		return x.byVer[v]
+	}
+	if x.next < len(x.sorted) && x.sorted[x.next].Version == v {
+		x.next++
+		return x.sorted[x.next-1]
+	}
+	i, found := slices.BinarySearchFunc(x.sorted, v, func(m *Migration, v int64) int { return cmpInt64(m.Version, v) })
+	if !found {
+		return nil
+	}
+	x.next = i + 1
+	return x.sorted[i]
 }
 
 // checkOrder refuses pending migrations older than the schema version (a

@@ -35,7 +35,7 @@ func Load(fsys fs.FS) ([]*Migration, error) { return LoadFormat(fsys, FormatAuto
 
 // readSection finds the part of m's file that runs, and refuses a file that
 // its format would read differently or that keeps a down marker in that part.
-func readSection(m *Migration, data []byte, f Format) (*format.Section, error) {
+func readSection(m *Migration, data []byte, f Format) (format.Section, error) {
 	sec, err := format.Parse(m.File, data, format.Name(f))
 	if err != nil {
 		kind := KindFormat
@@ -43,7 +43,7 @@ func readSection(m *Migration, data []byte, f Format) (*format.Section, error) {
 		if errors.As(err, &fe) && fe.Down {
 			kind = KindDownSection
 		}
-		return nil, &ValidationError{Kind: kind, Version: m.Version, File: m.File, Detail: err.Error()}
+		return format.Section{}, &ValidationError{Kind: kind, Version: m.Version, File: m.File, Detail: err.Error()}
 	}
 	m.Format = Format(sec.Format)
 	return sec, nil

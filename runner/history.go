@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -82,21 +83,182 @@ func (h history) read(ctx context.Context, conn Conn) (rows []HistoryRow, exists
 // backend: no timestamptz or uuid output (the first timestamptz output of a
 // session loads the time zone), no sort or index-path planning, and half the
 // bytes. Like read, it treats a missing table as an empty history.
-func (h history) readBrief(ctx context.Context, conn Conn) ([]HistoryRow, error) {
+//
+// known, when not nil, finds the migration of a version: a row whose
+// checksum is its migration's shares that string instead of a copy (and
+// rows are allocated for as many rows as known has migrations), since
+// every start reads every row and the copies were most of what the
+// collector had to scan at 10,000 migrations.
+//
+// On a pgx connection the rows are read with COPY ... TO STDOUT, which the
+// server runs without planning the query: on a new backend the planner's
+// first look at the table and its index cost it about as much again as
+// the round trip (0.4 ms against 0.75 ms for the SELECT, measured on
+// PostgreSQL 15). The SELECT remains for any other Conn, for a COPY the
+// server refuses (a proxy that does not support it), and for values COPY
+// escapes, which readBrief does not decode.
+func (h history) readBrief(ctx context.Context, conn Conn, known *migIndex) ([]HistoryRow, error) {
+	if pc, ok := conn.(interface{ PgConn() *pgconn.PgConn }); ok {
+		var out bytes.Buffer
+		if known != nil {
+			out.Grow(96 * known.len()) // a row is about 80 bytes: no copies as the buffer grows
+		}
+		_, err := pc.PgConn().CopyTo(ctx, &out, `COPY `+h.ident+` (version, checksum, state) TO STDOUT`)
+		if err != nil && (h.readErr(err) == nil || ctx.Err() != nil) {
+			return nil, h.readErr(err) // no table (no history), or the run was stopped
+		}
+		if err == nil {
+			if rows, ok := parseBriefCopy(out.Bytes(), known); ok {
+				return rows, nil
+			}
+		}
+	}
+	return h.readBriefSelect(ctx, conn, known)
+}
+
+// parseBriefCopy reads the text of COPY (version, checksum, state) TO
+// STDOUT into rows sorted by version. ok is false for text it does not
+// read exactly as the server meant it: a backslash (an escape, or a NULL),
+// a row without three fields, a version that is not a plain decimal.
+func parseBriefCopy(text []byte, known *migIndex) (rows []HistoryRow, ok bool) {
+	if bytes.IndexByte(text, '\\') >= 0 {
+		return nil, false
+	}
+	if known != nil {
+		rows = make([]HistoryRow, 0, known.len())
+	}
+	for len(text) > 0 {
+		end := bytes.IndexByte(text, '\n')
+		if end < 0 {
+			return nil, false
+		}
+		line := text[:end]
+		text = text[end+1:]
+		tab1 := bytes.IndexByte(line, '\t')
+		if tab1 < 0 {
+			return nil, false
+		}
+		tab2 := bytes.IndexByte(line[tab1+1:], '\t') + tab1 + 1
+		if tab2 <= tab1 || bytes.IndexByte(line[tab2+1:], '\t') >= 0 {
+			return nil, false // not three fields
+		}
+		hr, ok := briefValues(line[:tab1], line[tab1+1:tab2], line[tab2+1:], known)
+		if !ok {
+			return nil, false
+		}
+		rows = append(rows, hr)
+	}
+	sortRows(rows)
+	return rows, true
+}
+
+// readBriefSelect is readBrief with a SELECT.
+func (h history) readBriefSelect(ctx context.Context, conn Conn, known *migIndex) ([]HistoryRow, error) {
 	r, err := conn.Query(ctx, `SELECT version, checksum, state FROM `+h.ident)
 	if err != nil {
 		return nil, h.readErr(err)
 	}
-	rows, err := pgx.CollectRows(r, func(row pgx.CollectableRow) (HistoryRow, error) {
-		var hr HistoryRow
-		err := row.Scan(&hr.Version, &hr.Checksum, &hr.State)
-		return hr, err
-	})
+	defer r.Close()
+	var rows []HistoryRow
+	if known != nil {
+		rows = make([]HistoryRow, 0, known.len())
+	}
+	for r.Next() {
+		hr, ok := briefRow(r.FieldDescriptions(), r.RawValues(), known)
+		if !ok {
+			err = r.Scan(&hr.Version, &hr.Checksum, &hr.State)
+		}
+		if err != nil {
+			break
+		}
+		rows = append(rows, hr)
+	}
+	r.Close()
+	if err == nil {
+		err = r.Err()
+	}
 	if err != nil {
 		return nil, h.readErr(err)
 	}
-	slices.SortFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) })
+	sortRows(rows)
 	return rows, nil
+}
+
+// sortRows sorts rows by version, unless they came sorted.
+func sortRows(rows []HistoryRow) {
+	if !slices.IsSortedFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) }) {
+		slices.SortFunc(rows, func(a, b HistoryRow) int { return cmpInt64(a.Version, b.Version) })
+	}
+}
+
+// briefRow decodes a row of readBrief from its text-format values, which
+// is what the server sends the query: pgx's Scan, with its per-value plan
+// lookups and conversions, cost more per row than everything else a no-op
+// does with it. ok is false for anything else (a binary-format column, a
+// NULL, a version that is not a plain decimal), which the caller leaves to
+// Scan, whose errors are kept.
+func briefRow(fds []pgconn.FieldDescription, raw [][]byte, known *migIndex) (hr HistoryRow, ok bool) {
+	if len(fds) != 3 || len(raw) != 3 {
+		return hr, false
+	}
+	for i := range fds {
+		if fds[i].Format != pgx.TextFormatCode || raw[i] == nil {
+			return hr, false
+		}
+	}
+	return briefValues(raw[0], raw[1], raw[2], known)
+}
+
+// briefValues makes a brief row of the text of its three values.
+func briefValues(version, checksum, state []byte, known *migIndex) (hr HistoryRow, ok bool) {
+	v, ok := parseDecimal(version)
+	if !ok {
+		return hr, false
+	}
+	hr.Version = v
+	if m := known.get(v); m != nil && m.Checksum == string(checksum) {
+		hr.Checksum = m.Checksum
+	} else {
+		hr.Checksum = string(checksum)
+	}
+	switch string(state) {
+	case StateApplied:
+		hr.State = StateApplied // no copy of the usual values
+	case StateRunning:
+		hr.State = StateRunning
+	default:
+		hr.State = string(state)
+	}
+	return hr, true
+}
+
+// parseDecimal parses a bigint's text form: decimal digits with an
+// optional minus sign; ok is false for anything else or out of range.
+func parseDecimal(b []byte) (v int64, ok bool) {
+	digits := b
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		digits = b[1:]
+	}
+	if len(digits) == 0 {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	if len(digits) > 18 { // may overflow
+		n, err := strconv.ParseInt(string(b), 10, 64)
+		return n, err == nil
+	}
+	for _, c := range digits {
+		v = v*10 + int64(c-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }
 
 func (h history) readErr(err error) error {

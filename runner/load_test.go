@@ -2,6 +2,7 @@ package runner
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -169,5 +170,47 @@ func TestLoadStripsByteOrderMark(t *testing.T) {
 	}
 	if !migs[0].NoTransaction || strings.HasPrefix(migs[0].SQL, "\ufeff") || len(migs[0].statements) != 1 {
 		t.Fatalf("BOM not handled: %+v", migs[0])
+	}
+}
+
+// TestLoadVersionsOutOfNameOrder covers sets whose names do not list in
+// version order (unpadded numbers), where duplicates are found through the
+// map of versions: every duplicate is reported against the first file of
+// its version in name order, and the set comes out sorted by version.
+func TestLoadVersionsOutOfNameOrder(t *testing.T) {
+	migs, err := Load(fstest.MapFS{"1_a.sql": {}, "10_b.sql": {}, "2_c.sql": {}, "100_d.sql": {}, "3_e.sql": {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, m := range migs {
+		got = append(got, m.Version)
+	}
+	if want := []int64{1, 2, 3, 10, 100}; !equal(got, want) {
+		t.Fatalf("versions = %v, want %v", got, want)
+	}
+	_, err = Load(fstest.MapFS{"10_a.sql": {}, "2_b.sql": {}, "002_c.sql": {}, "9_d.sql": {}, "10_e.up.sql": {},
+		"0010_f.sql": {}, "3_g.sql": {}})
+	var msgs []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		msgs = append(msgs, e.(*ValidationError).Detail)
+	}
+	want := []string{"version 10 is used by both 0010_f.sql and 10_a.sql", "version 10 is used by both 0010_f.sql and 10_e.up.sql",
+		"version 2 is used by both 002_c.sql and 2_b.sql"}
+	if strings.Join(msgs, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(msgs, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestParseVersion holds parseVersion to strconv.ParseInt on digit strings
+// of every length around the 18 digits it parses itself.
+func TestParseVersion(t *testing.T) {
+	for _, d := range []string{"0", "1", "0001", "42", "999999999999999999", "000000000000000001", "1000000000000000000",
+		"9223372036854775807", "9223372036854775808", "99999999999999999999", "00000000000000000000000007"} {
+		got, gerr := parseVersion(d)
+		want, werr := strconv.ParseInt(d, 10, 64)
+		if got != want || (gerr == nil) != (werr == nil) {
+			t.Errorf("parseVersion(%q) = %d, %v; ParseInt %d, %v", d, got, gerr, want, werr)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -91,28 +90,31 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 		return nil, fmt.Errorf("read migration directory: %w", err)
 	}
 	var (
-		migs     []*Migration
+		migs     = make([]*Migration, 0, len(entries))
 		problems []error
-		byVer    = map[int64]*Migration{}
+		dups     dupCheck
+		// The migrations are allocated together, one slot per entry.
+		slab = make([]Migration, len(entries))
 	)
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || !strings.HasSuffix(name, ".sql") || strings.HasSuffix(name, ".down.sql") {
 			continue
 		}
-		m, err := loadFile(fsys, name, f)
-		if err != nil {
+		m := &slab[len(migs)]
+		if err := loadFile(fsys, name, f, m); err != nil {
 			problems = append(problems, err)
+			*m = Migration{}
 			continue
 		}
-		if prev, dup := byVer[m.Version]; dup {
+		if prev := dups.add(migs, m); prev != nil {
 			problems = append(problems, &ValidationError{
 				Kind: KindDuplicateVersion, Version: m.Version, File: name,
 				Detail: fmt.Sprintf("version %d is used by both %s and %s", m.Version, prev.File, name),
 			})
+			*m = Migration{}
 			continue
 		}
-		byVer[m.Version] = m
 		migs = append(migs, m)
 	}
 	if err := checkMixed(f, migs); err != nil {
@@ -121,68 +123,118 @@ func LoadFormat(fsys fs.FS, f Format) ([]*Migration, error) {
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)
 	}
-	slices.SortFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) })
+	if !dups.ascending() {
+		slices.SortFunc(migs, func(a, b *Migration) int { return cmpInt64(a.Version, b.Version) })
+	}
 	return migs, nil
 }
+
+// dupCheck finds a version already loaded. Zero-padded names list in
+// version order, and then a version above every one before it cannot be a
+// duplicate: the map of versions is built only when a set's names are not
+// in version order, so the usual set is neither hashed nor sorted.
+type dupCheck struct {
+	last     int64
+	unsorted bool
+	byVer    map[int64]*Migration
+}
+
+// add returns the migration of loaded (the migrations kept so far) with
+// m's version, or records m's version and returns nil.
+func (d *dupCheck) add(loaded []*Migration, m *Migration) (prev *Migration) {
+	if !d.unsorted && m.Version > d.last {
+		d.last = m.Version
+		return nil
+	}
+	if !d.unsorted {
+		d.unsorted = true
+		d.byVer = make(map[int64]*Migration, 2*len(loaded))
+		for _, l := range loaded {
+			d.byVer[l.Version] = l
+		}
+	}
+	if prev = d.byVer[m.Version]; prev == nil {
+		d.byVer[m.Version] = m
+	}
+	return prev
+}
+
+// ascending reports whether every version came above the ones before it.
+func (d *dupCheck) ascending() bool { return !d.unsorted }
 
 // loadFile reads one migration file of format f: its name, the part that
 // runs (checksummed as written), its directives and, outside a
 // transaction, its statements.
-func loadFile(fsys fs.FS, name string, f Format) (*Migration, error) {
-	m, err := parseFileName(name)
-	if err != nil {
-		return nil, err
+func loadFile(fsys fs.FS, name string, f Format, m *Migration) error {
+	if err := parseFileName(name, m); err != nil {
+		return err
 	}
 	data, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		// A broken symlink, a loop, a permission problem: the set as
 		// deployed is unusable, whatever a retry does.
-		return nil, &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
+		return &ValidationError{Kind: KindUnreadable, Version: m.Version, File: name,
 			Detail: fmt.Sprintf("cannot read the file: %v", err)}
 	}
 	sec, err := readSection(m, data, f)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sum := sha256.Sum256(sec.Up)
 	m.Checksum = hex.EncodeToString(sum[:])
 	// The checksum covers the bytes that run, as written; the server gets
 	// them without a UTF-8 byte order mark, which it would reject.
 	m.SQL = sec.SQL
-	if err := m.parseDirective(sec.Up); err != nil {
-		return nil, err
+	if err := m.parseDirective(sec.SQL); err != nil {
+		return err
 	}
 	m.NoTransaction = m.NoTransaction || sec.NoTransaction
 	if !m.NoTransaction {
-		return m, nil
+		return nil
 	}
 	if m.statements, err = sec.Statements(); err != nil {
-		return nil, &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
+		return &ValidationError{Kind: KindMalformedSQL, Version: m.Version, File: name,
 			Detail: fmt.Sprintf("cannot split into statements: %v", err)}
 	}
 	if err := m.checkBackfill(); err != nil {
-		return nil, err
+		return err
 	}
-	return m, nil
+	return nil
 }
 
-func parseFileName(name string) (*Migration, error) {
+func parseFileName(name string, m *Migration) error {
 	bad := func(why string) error {
 		return &ValidationError{Kind: KindMalformedName, File: name,
 			Detail: why + `; expected "<version>_<name>.sql" or "<version>_<name>.up.sql" with a positive integer version`}
 	}
 	digits, base, ok := splitFileName(name)
 	if !ok {
-		return nil, bad("file name does not match")
+		return bad("file name does not match")
 	}
-	v, err := strconv.ParseInt(digits, 10, 64)
+	v, err := parseVersion(digits)
 	if err != nil {
-		return nil, bad("version does not fit in a signed 64-bit integer")
+		return bad("version does not fit in a signed 64-bit integer")
 	}
 	if v <= 0 {
-		return nil, bad("version must be positive")
+		return bad("version must be positive")
 	}
-	return &Migration{Version: v, Name: base, File: name}, nil
+	m.Version, m.Name, m.File = v, base, name
+	return nil
+}
+
+// parseVersion is strconv.ParseInt(digits, 10, 64) for the ASCII digits
+// that splitFileName found, written out for the versions of up to 18 digits,
+// which cannot overflow: ParseInt's generality cost more than a file's name
+// is worth.
+func parseVersion(digits string) (int64, error) {
+	if len(digits) > 18 {
+		return strconv.ParseInt(digits, 10, 64)
+	}
+	var v int64
+	for i := 0; i < len(digits); i++ {
+		v = v*10 + int64(digits[i]-'0')
+	}
+	return v, nil
 }
 
 // parseDirective reads the directives in the comment lines at the top of
@@ -192,13 +244,13 @@ func parseFileName(name string) (*Migration, error) {
 // directive is refused rather than ignored, and one below an ordinary
 // comment still counts, so neither a typo nor a comment can silently turn a
 // contract file into an expand one.
-func (m *Migration) parseDirective(data []byte) error {
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+func (m *Migration) parseDirective(text string) error {
+	text = strings.TrimPrefix(text, "\xef\xbb\xbf")
 	seen := map[string]bool{}
-	for len(data) > 0 {
-		var first []byte
-		first, data, _ = bytes.Cut(data, []byte("\n"))
-		line := strings.TrimSpace(string(first))
+	for len(text) > 0 {
+		var first string
+		first, text, _ = strings.Cut(text, "\n")
+		line := strings.TrimSpace(first)
 		if line == "" || strings.HasPrefix(line, "--") && !strings.HasPrefix(line, directivePrefix) {
 			continue
 		}

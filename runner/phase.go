@@ -105,7 +105,7 @@ func (p *plan) selectPhase(run Phase) {
 	// does not know stay, as in every phase.
 	running := p.running[:0:0]
 	for _, row := range p.running {
-		if m := p.known[row.Version]; m == nil || inPhase(run, m) {
+		if m := p.known.get(row.Version); m == nil || inPhase(run, m) {
 			running = append(running, row)
 		}
 	}
@@ -172,7 +172,7 @@ func (o *Options) validatePhase() error {
 // counts of p.
 func (res *Result) countApplied(p plan) {
 	for _, a := range res.Applied {
-		if m := p.known[a.Version]; m != nil && phaseOf(m) == PhaseContract {
+		if m := p.known.get(a.Version); m != nil && phaseOf(m) == PhaseContract {
 			res.PendingContract--
 		} else {
 			res.PendingExpand--

@@ -49,10 +49,14 @@ func (r *redactor) add(secrets ...string) {
 		if s == "" {
 			continue
 		}
-		jsonForm, _ := json.Marshal(s)
+		jsonForm := s // as is when json.Marshal would not escape it (no encoding/json at every start)
+		if !plainJSON(s) {
+			b, _ := json.Marshal(s)
+			jsonForm = strings.Trim(string(b), `"`)
+		}
 		for _, form := range []string{s, url.QueryEscape(s), url.PathEscape(s),
 			(&url.URL{User: url.UserPassword("", s)}).User.String()[1:], // userinfo escaping
-			strings.Trim(string(jsonForm), `"`)} {
+			jsonForm} {
 			if form != "" && !slices.ContainsFunc(r.old, func(b []byte) bool { return string(b) == form }) {
 				r.old = append(r.old, []byte(form))
 			}

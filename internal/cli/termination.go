@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"os"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/lockmigrate/lockmigrate/internal/config"
@@ -61,7 +62,10 @@ type shardTermination struct {
 // applied versions and then the error message as needed.
 func (t termination) encode() []byte {
 	for {
-		b, _ := json.Marshal(t)
+		b, ok := t.appendPlain(nil)
+		if !ok {
+			b, _ = json.Marshal(t)
+		}
 		if len(b) <= maxTermination {
 			return b
 		}
@@ -90,6 +94,63 @@ func (t termination) encode() []byte {
 			t.Error = ""
 		}
 	}
+}
+
+// appendPlain appends t as json.Marshal writes it, for the summary of a
+// single-target run whose strings need no escaping: every pod start of a
+// Kubernetes deployment writes one, and building encoding/json's encoder
+// for the type by reflection cost more than the rest of the report. ok is
+// false (and nothing is appended) for anything else, which is left to
+// json.Marshal.
+func (t termination) appendPlain(b []byte) (out []byte, ok bool) {
+	if t.Tenants != nil || !plainJSON(t.Outcome) || !plainJSON(t.ErrorKind) || !plainJSON(t.Error) ||
+		!plainJSON(t.RunID) || !plainJSON(t.Version) {
+		return b, false
+	}
+	str := func(key, v string) {
+		b = append(append(append(append(b, `,"`...), key...), `":"`...), v...)
+		b = append(b, '"')
+	}
+	num := func(key string, v int64) {
+		b = strconv.AppendInt(append(append(append(b, `,"`...), key...), `":`...), v, 10)
+	}
+	b = append(append(append(b, `{"outcome":"`...), t.Outcome...), '"')
+	num("exit_code", int64(t.ExitCode))
+	if t.ErrorKind != "" {
+		str("error_kind", t.ErrorKind)
+	}
+	if t.Error != "" {
+		str("error", t.Error)
+	}
+	if len(t.Applied) > 0 {
+		b = append(b, `,"applied":[`...)
+		for i, v := range t.Applied {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, v, 10)
+		}
+		b = append(b, ']')
+	}
+	num("applied_count", int64(t.AppliedCount))
+	num("schema_version", t.SchemaVersion)
+	num("pending", int64(t.Pending))
+	num("duration_ms", t.DurationMS)
+	num("lock_wait_ms", t.LockWaitMS)
+	str("run_id", t.RunID)
+	str("version", t.Version)
+	return append(b, '}'), true
+}
+
+// plainJSON reports whether json.Marshal writes s as is between quotes:
+// printable ASCII without '"', '\\' or the characters it escapes for HTML.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 // cutUTF8 shortens s to at most n bytes on a rune boundary, marked "…".

@@ -122,3 +122,41 @@ func TestTerminationTenantsFit(t *testing.T) {
 	}
 	t.Logf("3000 failed tenants: %d named in %d bytes, %d omitted", kept, len(b), m.Tenants.FailedOmitted)
 }
+
+// TestTerminationPlainMatchesMarshal holds appendPlain to json.Marshal on
+// summaries with and without the optional fields, and checks that it
+// leaves to json.Marshal what needs escaping or holds tenants.
+func TestTerminationPlainMatchesMarshal(t *testing.T) {
+	plain := []termination{
+		{},
+		{Outcome: "up_to_date", SchemaVersion: 200, DurationMS: 8, RunID: "429b863d-dfe2-4af3-848e-743242a87be3", Version: "dev"},
+		{Outcome: "applied", Applied: []int64{1, 2, 9223372036854775807}, AppliedCount: 3, Pending: 0, LockWaitMS: 12, Version: "v1.2.3+abc"},
+		{Outcome: "failed", ExitCode: 5, ErrorKind: "validation", Error: "1_a.sql: checksum mismatch", DurationMS: -1, Version: "v"},
+		{Outcome: "skipped", ExitCode: -3, Applied: []int64{-5}, Pending: 7, RunID: "x y ~ {}[]:,"},
+	}
+	for _, tr := range plain {
+		got, ok := tr.appendPlain(nil)
+		want, _ := json.Marshal(tr)
+		if !ok || string(got) != string(want) {
+			t.Errorf("appendPlain = %s, %v; json.Marshal %s", got, ok, want)
+		}
+	}
+	for _, tr := range []termination{
+		{Outcome: "failed", Error: `file "1_a.sql"`},
+		{Outcome: "failed", Error: `back\slash`},
+		{Outcome: "failed", Error: "line\nbreak"},
+		{Outcome: "failed", Error: "a <b> & c"},
+		{Outcome: "failed", Error: "caf\u00e9"},
+		{Outcome: "failed", Error: "del\x7f"},
+		{Outcome: "applied", Version: "\u2028"},
+		{Outcome: "applied", Tenants: &tenantsTermination{Total: 1}},
+	} {
+		if got, ok := tr.appendPlain(nil); ok {
+			t.Errorf("appendPlain(%+v) = %s: should be left to json.Marshal", tr, got)
+		}
+		want, _ := json.Marshal(tr)
+		if got := tr.encode(); string(got) != string(want) {
+			t.Errorf("encode = %s, json.Marshal %s", got, want)
+		}
+	}
+}

@@ -3,10 +3,12 @@ package dirfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 )
@@ -39,7 +41,7 @@ func TestMatchesOSDirFS(t *testing.T) {
 
 	fast, std := New(dir), os.DirFS(dir)
 	for _, name := range []string{"1_small.sql", "2_empty.sql", "3_big.sql", "4_exact.sql", "5_link.sql",
-		"6_broken.sql", "7_dir.sql", "7_dir.sql/inner.sql", "missing.sql", "../escape.sql", "/abs.sql", ".", ""} {
+		"6_broken.sql", "7_dir.sql", "7_dir.sql/inner.sql", "missing.sql", "../escape.sql", "/abs.sql", ".", "", "nul\x00.sql"} {
 		got, gerr := fast.ReadFile(name)
 		want, werr := fs.ReadFile(std, name)
 		if !bytes.Equal(got, want) || (gerr == nil) != (werr == nil) {
@@ -83,5 +85,69 @@ func TestEmptyRootRefused(t *testing.T) {
 	_, werr := fs.ReadFile(os.DirFS(""), "x.sql")
 	if gerr == nil || gerr.Error() != werr.Error() {
 		t.Fatalf("got %v, os.DirFS %v", gerr, werr)
+	}
+}
+
+// TestBufferReuse reads, through one FS, files that grow the shared buffer
+// beyond what is kept and files that only partly fill it, in an order where
+// a stale tail of a previous file would show, and concurrently: each read
+// must return exactly its own file.
+func TestBufferReuse(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"1_huge.sql":  bytes.Repeat([]byte("SELECT 'huge';\n"), (keepBuf/15)+100), // > keepBuf
+		"2_small.sql": []byte("SELECT 2;"),
+		"3_mid.sql":   bytes.Repeat([]byte("m"), firstBuf+1),
+		"4_tiny.sql":  []byte("x"),
+		"5_empty.sql": nil,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsys := New(dir)
+	order := []string{"1_huge.sql", "2_small.sql", "3_mid.sql", "4_tiny.sql", "5_empty.sql", "3_mid.sql", "2_small.sql", "1_huge.sql", "4_tiny.sql"}
+	check := func(name string) error {
+		got, err := fsys.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, files[name]) {
+			return fmt.Errorf("%s: got %d bytes, want %d", name, len(got), len(files[name]))
+		}
+		return nil
+	}
+	for _, name := range order {
+		if err := check(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*len(order))
+	for range 4 {
+		wg.Go(func() {
+			for _, name := range order {
+				errs <- check(name)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestValidPath holds validPath to fs.ValidPath, with NULs refused.
+func TestValidPath(t *testing.T) {
+	for _, name := range []string{"", ".", "..", "...", "a", "1_a.sql", "a/b", "a/../b", "/a", "a/", "a//b", "./a", "é.sql",
+		"\xff.sql", "a\x00b", "a/\x00", ". ", " ", "a\\b", "..a", "a.."} {
+		want := fs.ValidPath(name) && !strings.Contains(name, "\x00")
+		if got := validPath(name); got != want {
+			t.Errorf("validPath(%q) = %v, want %v", name, got, want)
+		}
 	}
 }

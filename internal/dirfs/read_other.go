@@ -7,6 +7,6 @@ import (
 	"os"
 )
 
-func readFile(dir, name string) ([]byte, error) {
+func readFile(dir, name string, _ *scratch) ([]byte, error) {
 	return fs.ReadFile(os.DirFS(dir), name)
 }

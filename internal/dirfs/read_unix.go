@@ -9,16 +9,15 @@ import (
 
 // readFile reads dir/name with raw system calls: no fcntl, no poller
 // registration (regular files are never pollable) and no fstat, which a
-// buffer that is usually large enough makes unnecessary.
-func readFile(dir, name string) ([]byte, error) {
-	path := dir
-	if name != "." {
-		path += "/" + name
-	}
+// buffer that is usually large enough makes unnecessary. s holds the
+// caller's buffers, kept from one file to the next; the result is copied
+// out of the read buffer at its exact size, so 200 small files do not
+// leave 200 large buffers for the collector.
+func readFile(dir, name string, s *scratch) ([]byte, error) {
 	var fd int
 	for {
 		var err error
-		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		fd, err = openRead(dir, name, s)
 		if err == nil {
 			break
 		}
@@ -27,16 +26,16 @@ func readFile(dir, name string) ([]byte, error) {
 		}
 	}
 	defer syscall.Close(fd)
-	// Most migration files fit the stack buffer; the result is copied out
-	// at its exact size, so 200 small files do not leave 200 large buffers
-	// for the collector.
-	var stack [16 << 10]byte
-	buf := stack[:0]
+	if cap(s.buf) < firstBuf || cap(s.buf) > keepBuf {
+		s.buf = make([]byte, 0, firstBuf)
+	}
+	b := s.buf[:0]
+	defer func() { s.buf = b[:0] }()
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)] // grow
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
 		}
-		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -46,9 +45,9 @@ func readFile(dir, name string) ([]byte, error) {
 		if n == 0 {
 			break
 		}
-		buf = buf[:len(buf)+n]
+		b = b[:len(b)+n]
 	}
-	out := make([]byte, len(buf))
-	copy(out, buf)
+	out := make([]byte, len(b))
+	copy(out, b)
 	return out, nil
 }

@@ -1,7 +1,6 @@
 package format
 
 import (
-	"regexp"
 	"strings"
 )
 
@@ -10,9 +9,9 @@ import (
 // case, followed by white space or the end of the line. They are found
 // anywhere in the file, as dbmate finds them.
 var (
-	dbmateUp        = regexp.MustCompile(`(?m)^--\s*migrate:up(\s*$|\s+\S+)`)
-	dbmateDown      = regexp.MustCompile(`(?m)^--\s*migrate:down(\s*$|\s+\S+)`)
-	dbmateDirective = regexp.MustCompile(`^--\s*migrate:(up|down)`)
+	dbmateUp        = lazyRegexp(`(?m)^--\s*migrate:up(\s*$|\s+\S+)`)
+	dbmateDown      = lazyRegexp(`(?m)^--\s*migrate:down(\s*$|\s+\S+)`)
+	dbmateDirective = lazyRegexp(`^--\s*migrate:(up|down)`)
 )
 
 // parseDbmate reads a dbmate migration: everything before "-- migrate:up"
@@ -21,8 +20,8 @@ var (
 // transaction:false runs the block outside a transaction, env:NAME renders
 // it as a template of environment variables (refused).
 func parseDbmate(text string, sec *Section) (int, error) {
-	ups := dbmateUp.FindAllStringIndex(text, -1)
-	downs := dbmateDown.FindAllStringIndex(text, -1)
+	ups := dbmateUp().FindAllStringIndex(text, -1)
+	downs := dbmateDown().FindAllStringIndex(text, -1)
 	if len(ups) == 0 {
 		line := 0
 		if len(downs) > 0 {
@@ -73,7 +72,7 @@ func dbmatePreamble(pre string) error {
 // white-space separated key:value pairs; a pair that is not exactly one
 // key and one value is ignored, and so are keys dbmate does not use.
 func dbmateOptions(directive string, no int) (noTx bool, err error) {
-	rest := strings.TrimSpace(dbmateDirective.ReplaceAllString(strings.TrimSuffix(directive, "\r"), ""))
+	rest := strings.TrimSpace(dbmateDirective().ReplaceAllString(strings.TrimSuffix(directive, "\r"), ""))
 	for _, pair := range strings.Fields(rest) {
 		kv := strings.Split(pair, ":")
 		if len(kv) != 2 {

@@ -1,7 +1,6 @@
 package format
 
 import (
-	"regexp"
 	"strings"
 	"unicode"
 )
@@ -11,7 +10,7 @@ import (
 // not recognise — and so a format would not cut at — is still caught in the
 // part that runs: a "--" comment line starting with "+goose down" or
 // "migrate:down", and "-- create above / drop below" anywhere.
-var looseTern = regexp.MustCompile(`(?i)--[ \t]*create[ \t]+above[ \t]*/[ \t]*drop[ \t]+below`)
+var looseTern = lazyRegexp(`(?i)--[ \t]*create[ \t]+above[ \t]*/[ \t]*drop[ \t]+below`)
 
 var canonical = map[Name]string{Goose: "-- +goose Down", Dbmate: "-- migrate:down", Tern: ternSeparator}
 
@@ -26,9 +25,9 @@ func checkNoDown(sql string, f Name) error {
 		return tool == ""
 	})
 	// The tern marker may be anywhere in a line; the regexp runs only on
-	// files that hold its last word.
-	if tool == "" && strings.Contains(strings.ToLower(sql), "below") {
-		if loc := looseTern.FindStringIndex(sql); loc != nil {
+	// files that hold its "/" and its last word.
+	if tool == "" && strings.IndexByte(sql, '/') >= 0 && containsFold(sql, "below") {
+		if loc := looseTern().FindStringIndex(sql); loc != nil {
 			tool, at = Tern, loc[0]
 		}
 	}
@@ -40,6 +39,26 @@ func checkNoDown(sql string, f Name) error {
 			" in the part of the file that would run (read as " + string(f) + "): lockmigrate never runs a down section; " +
 			"if the file is written for " + string(tool) + ", spell the marker as " + string(tool) + " does (" +
 			quote(canonical[tool]) + ") and read the file as " + string(tool) + " (LOCKMIGRATE_FORMAT=auto or " + string(tool) + ")"}
+}
+
+// containsFold reports whether s holds p (ASCII, lower case) in any ASCII
+// case, without the lower-cased copy of s that strings.ToLower makes. For
+// the words it is asked about no non-ASCII letter folds to theirs, so it
+// finds whatever the (?i) expression that follows it could match.
+func containsFold(s, p string) bool {
+	for _, first := range [2]byte{p[0], p[0] - ('a' - 'A')} {
+		for i := 0; ; i++ {
+			j := strings.IndexByte(s[i:], first)
+			if j < 0 {
+				break
+			}
+			i += j
+			if _, ok := cutFold(s[i:], p); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lineDown returns the tool whose down marker the line is, loosely: a "--"

@@ -19,7 +19,10 @@ package format
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strings"
+	"sync"
+	"unsafe"
 )
 
 // Name is a migration file format.
@@ -96,17 +99,30 @@ func errorf(line int, format string, args ...any) *Error {
 
 const bom = "\xef\xbb\xbf"
 
+// lazyRegexp compiles expr on first use. The expressions read only files
+// that hold a marker's plain text, which most sets never do, and compiling
+// them all at package init cost every start about 0.15 M instructions.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
+
 // Parse reads the file name, holding data, as format f (Auto: as the format
 // its markers show) and returns the section that runs. It returns an *Error
 // for a file its format would read differently, and for a down marker left
 // in the part that runs.
-func Parse(name string, data []byte, f Name) (*Section, error) {
-	text := string(bytes.TrimPrefix(data, []byte(bom)))
+//
+// The section shares data's memory: Up is a prefix of data and SQL is read
+// from it without a copy, since every start parses every file and the copy
+// was one of the larger costs of loading. The caller must not change data
+// afterwards.
+func Parse(name string, data []byte, f Name) (Section, error) {
+	data1 := bytes.TrimPrefix(data, []byte(bom))
+	text := unsafe.String(unsafe.SliceData(data1), len(data1))
 	skip := len(data) - len(text)
 	if f == Auto || f == "" {
 		var err error
 		if f, err = Detect(text); err != nil {
-			return nil, err
+			return Section{}, err
 		}
 		if f == "" {
 			f = Lockmigrate
@@ -115,16 +131,12 @@ func Parse(name string, data []byte, f Name) (*Section, error) {
 			}
 		}
 	}
-	sec := &Section{Format: f}
+	sec := Section{Format: f}
 	upEnd := len(text)
 	var err error
 	switch f {
-	case Goose:
-		upEnd, err = parseGoose(text, sec)
-	case Dbmate:
-		upEnd, err = parseDbmate(text, sec)
-	case Tern:
-		upEnd, err = parseTern(text, sec)
+	case Goose, Dbmate, Tern:
+		upEnd, err = parseTool(text, &sec)
 	case GolangMigrate:
 		if !strings.HasSuffix(name, ".up.sql") {
 			err = errorf(0, `golang-migrate reads only "<version>_<name>.up.sql" (and .down.sql) files and would ignore this one; `+
@@ -132,17 +144,35 @@ func Parse(name string, data []byte, f Name) (*Section, error) {
 		}
 	case Lockmigrate:
 	default:
-		return nil, errorf(0, "unknown format %q", f)
+		return Section{}, errorf(0, "unknown format %q", f)
 	}
 	if err != nil {
-		return nil, err
+		return Section{}, err
 	}
 	sec.SQL = text[:upEnd]
 	sec.Up = data[:skip+upEnd]
 	if err := checkNoDown(sec.SQL, f); err != nil {
-		return nil, err
+		return Section{}, err
 	}
 	return sec, nil
+}
+
+// parseTool parses text as sec.Format, a tool with a down section. The
+// tools' parsers keep a pointer to the section they fill, so it is a copy
+// on the heap, and sec, which Parse returns, stays on the stack for the
+// usual file, which has no tool markers.
+func parseTool(text string, sec *Section) (upEnd int, err error) {
+	tool := &Section{Format: sec.Format}
+	switch sec.Format {
+	case Goose:
+		upEnd, err = parseGoose(text, tool)
+	case Dbmate:
+		upEnd, err = parseDbmate(text, tool)
+	default:
+		upEnd, err = parseTern(text, tool)
+	}
+	*sec = *tool
+	return upEnd, err
 }
 
 // Detect returns the tool format whose markers text holds (goose, dbmate or
@@ -152,14 +182,17 @@ func Detect(text string) (Name, error) {
 	// Each marker is looked for only where a plain substring shows it may
 	// be: a file without any costs a few byte searches (loading stays fast
 	// for sets of thousands of files).
+	// Every marker holds a "+", a ":" or a "/": a file with none of them,
+	// the usual SQL file, costs three byte scans.
+	plus, colon, slash := strings.IndexByte(text, '+') >= 0, strings.IndexByte(text, ':') >= 0, strings.IndexByte(text, '/') >= 0
 	var found []Name
-	if strings.Contains(text, "+goose") && gooseMarked(text) {
+	if plus && strings.Contains(text, "+goose") && gooseMarked(text) {
 		found = append(found, Goose)
 	}
-	if strings.Contains(text, "migrate:") && (dbmateUp.MatchString(text) || dbmateDown.MatchString(text)) {
+	if colon && strings.Contains(text, "migrate:") && (dbmateUp().MatchString(text) || dbmateDown().MatchString(text)) {
 		found = append(found, Dbmate)
 	}
-	if strings.Contains(text, ternSeparator) || strings.Contains(text, "tern: disable-tx") && ternDisableTx.MatchString(text) {
+	if slash && strings.Contains(text, ternSeparator) || colon && strings.Contains(text, "tern: disable-tx") && ternDisableTx().MatchString(text) {
 		found = append(found, Tern)
 	}
 	switch len(found) {

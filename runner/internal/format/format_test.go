@@ -2,6 +2,7 @@ package format
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -223,5 +224,28 @@ func TestNames(t *testing.T) {
 	}
 	if Name("flyway").Valid() || !Goose.HasDown() || Lockmigrate.HasDown() || GolangMigrate.HasDown() {
 		t.Fatal("Valid/HasDown")
+	}
+}
+
+// TestContainsFold holds containsFold to what it replaced,
+// strings.Contains(strings.ToLower(s), p), on ASCII and non-ASCII text.
+func TestContainsFold(t *testing.T) {
+	for _, s := range []string{"", "b", "below", "BELOW", "BeLoW", "drop\tBelow;", "belo", "bbelow", "xxBELOWxx",
+		"belw below", "BELO W", "\u212a below", "b\u0130low", "bel\u00f6w", "-- create above / drop BELOW\n", "BbBbelo"} {
+		for _, p := range []string{"below", "b"} {
+			if got, want := containsFold(s, p), strings.Contains(strings.ToLower(s), p); got != want {
+				t.Errorf("containsFold(%q, %q) = %v, want %v", s, p, got, want)
+			}
+		}
+	}
+}
+
+// TestRegexpsCompile compiles every lazily compiled expression, which a
+// typo would otherwise turn into a panic on the first file that needs it.
+func TestRegexpsCompile(t *testing.T) {
+	for _, re := range []func() *regexp.Regexp{dbmateUp, dbmateDown, dbmateDirective, looseTern, ternDisableTx} {
+		if re() == nil {
+			t.Fatal("nil expression")
+		}
 	}
 }

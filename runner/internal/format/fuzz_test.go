@@ -34,7 +34,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		checkSection(t, name, data, forced, sec)
+		checkSection(t, name, data, forced, &sec)
 		again, err := Parse(name, data, forced)
 		if err != nil || !bytes.Equal(again.Up, sec.Up) || again.Format != sec.Format || again.NoTransaction != sec.NoTransaction {
 			t.Fatalf("a second Parse differs: %+v, %v", again, err)

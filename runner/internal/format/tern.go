@@ -1,7 +1,6 @@
 package format
 
 import (
-	"regexp"
 	"strings"
 )
 
@@ -11,7 +10,7 @@ const ternSeparator = "---- create above / drop below ----"
 
 // ternDisableTx, on a line of its own in the up part, makes tern run that
 // part outside a transaction, one statement at a time.
-var ternDisableTx = regexp.MustCompile(`(?m)^---- tern: disable-tx ----$`)
+var ternDisableTx = lazyRegexp(`(?m)^---- tern: disable-tx ----$`)
 
 // parseTern reads a tern migration: the part before the separator runs.
 // tern renders that part as a Go text/template before running it, so a part
@@ -36,6 +35,6 @@ func parseTern(text string, sec *Section) (int, error) {
 	if !hasSQL {
 		return 0, errorf(0, "no SQL before %q: tern refuses such a file", ternSeparator)
 	}
-	sec.NoTransaction = ternDisableTx.MatchString(strings.TrimSpace(up))
+	sec.NoTransaction = ternDisableTx().MatchString(strings.TrimSpace(up))
 	return upEnd, nil
 }
