@@ -18,6 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/fleet"
 	"github.com/lockmigrate/lockmigrate/internal/lint"
@@ -167,15 +169,31 @@ func (e *Error) Unwrap() error { return e.Err }
 // map in tests) and validates every value. All invalid variables are
 // reported together.
 func Load(getenv func(string) string) (*Config, error) {
-	// Every field is parsed even when some fail, so the value checks below
-	// still run and every invalid variable is reported at once. A field
-	// whose variable is unset keeps its default.
+	environ := map[string]string{}
+	params, err := env.GetFieldParams(&Config{})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			environ[p.Key] = v
+		}
+	}
+	// env parses every field even when some fail, so the values checks
+	// below still run and every invalid variable is reported at once. It
+	// keeps the values of fields whose variable is unset: the defaults.
 	cfg := defaults()
+	err = env.ParseWithOptions(&cfg, env.Options{Environment: environ})
 	errs := []error{}
 	failed := map[string]bool{}
-	for _, e := range cfg.parseEnv(getenv) {
-		errs = append(errs, e)
-		failed[e.Var] = true
+	if err != nil {
+		for _, e := range translate(err, environ) {
+			errs = append(errs, e)
+			var ce *Error
+			if errors.As(e, &ce) {
+				failed[ce.Var] = true
+			}
+		}
 	}
 	for _, e := range cfg.validate() {
 		if !failed[e.Var] {
@@ -211,150 +229,24 @@ func Load(getenv func(string) string) (*Config, error) {
 	return &cfg, nil
 }
 
-// parseEnv sets each field from its variable (env tag), or from its
-// envDefault tag when the variable is unset or empty, as caarlos0/env did
-// before it: the same parsers (an int is a 32-bit number), the same
-// defaults. It walks the struct once and reads each tag once: env's
-// reflection, which looked up a dozen tag keys per field, each a scan of
-// the whole tag and its help text, cost more than everything else a no-op
-// start does before it connects.
-func (c *Config) parseEnv(getenv func(string) string) []*Error {
-	var errs []*Error
+// translate turns env's errors, which name struct fields, into errors that
+// name the variables.
+func translate(err error, environ map[string]string) []error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return []error{fmt.Errorf("config: %w", err)}
+	}
 	t := reflect.TypeFor[Config]()
-	v := reflect.ValueOf(c).Elem()
-	for i, tags := range configTags() {
-		f := t.Field(i)
-		if tags.env == "" || tags.env == "-" {
+	var out []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			out = append(out, fmt.Errorf("config: %w", e))
 			continue
 		}
-		raw := getenv(tags.env)
-		val := raw
-		if val == "" {
-			val = tags.def
-		}
-		if val == "" {
-			continue
-		}
-		if !setField(v.Field(i), val) {
-			errs = append(errs, &Error{Var: tags.env, Value: raw, Accept: acceptFor(f)})
-		}
-	}
-	return errs
-}
-
-// setField parses s into field, reporting whether s was valid for its
-// type; an invalid s leaves the field as it was (its default).
-func setField(field reflect.Value, s string) bool {
-	if field.Type() == reflect.TypeFor[time.Duration]() {
-		d, err := time.ParseDuration(s)
-		if err == nil {
-			field.SetInt(int64(d))
-		}
-		return err == nil
-	}
-	var err error
-	switch field.Kind() {
-	case reflect.String:
-		field.SetString(s)
-	case reflect.Bool:
-		var b bool
-		if b, err = strconv.ParseBool(s); err == nil {
-			field.SetBool(b)
-		}
-	case reflect.Int, reflect.Int64:
-		bits := 64
-		if field.Kind() == reflect.Int {
-			bits = 32 // as caarlos0/env parsed an int
-		}
-		var n int64
-		if n, err = strconv.ParseInt(s, 10, bits); err == nil {
-			field.SetInt(n)
-		}
-	default:
-		panic("config: no parser for a field of type " + field.Type().String())
-	}
-	return err == nil
-}
-
-// closingQuote returns the index of the '"' that closes the quoted string
-// whose contents start at s[from], or -1. It jumps from quote to quote (the
-// help texts are long): a quote is escaped when an odd number of
-// backslashes precede it.
-func closingQuote(s string, from int) int {
-	for i := from; i < len(s); i++ {
-		j := strings.IndexByte(s[i:], '"')
-		if j < 0 {
-			return -1
-		}
-		i += j
-		n := 0
-		for k := i - 1; k >= from && s[k] == '\\'; k-- {
-			n++
-		}
-		if n%2 == 0 {
-			return i
-		}
-	}
-	return -1
-}
-
-// configTags are the tags of Config's fields, by field index, read once.
-var configTags = sync.OnceValue(func() []tags {
-	t := reflect.TypeFor[Config]()
-	out := make([]tags, t.NumField())
-	for i := range out {
-		out[i] = readTags(t.Field(i).Tag)
-	}
-	return out
-})
-
-// tags are the struct tags of a field that Load reads.
-type tags struct {
-	env, def, oneof string
-}
-
-// readTags reads the env, envDefault and oneof tags in one pass over the
-// tag, which reflect.StructTag.Get would scan once per key. It follows
-// Get's syntax (key:"value" pairs separated by spaces, values quoted as Go
-// strings).
-func readTags(tag reflect.StructTag) tags {
-	var (
-		out  tags
-		seen [3]bool
-	)
-	s := string(tag)
-	for s != "" {
-		s = strings.TrimLeft(s, " ")
-		colon := strings.Index(s, `:"`)
-		if colon <= 0 {
-			break
-		}
-		key := s[:colon]
-		i := closingQuote(s, colon+2)
-		if i < 0 {
-			break
-		}
-		value := s[colon+1 : i+1]
-		s = s[i+1:]
-		if key != "env" && key != "envDefault" && key != "oneof" {
-			continue
-		}
-		v := value[1 : len(value)-1]
-		if strings.IndexByte(v, '\\') >= 0 {
-			var err error
-			if v, err = strconv.Unquote(value); err != nil {
-				break
-			}
-		}
-		// As with Get, the first occurrence of a key counts.
-		switch {
-		case key == "env" && !seen[0]:
-			out.env, seen[0] = v, true
-		case key == "envDefault" && !seen[1]:
-			out.def, seen[1] = v, true
-		case key == "oneof" && !seen[2]:
-			out.oneof, seen[2] = v, true
-		}
+		f, _ := t.FieldByName(pe.Name)
+		key := f.Tag.Get("env")
+		out = append(out, &Error{Var: key, Value: environ[key], Accept: acceptFor(f), Err: errors.Unwrap(e)})
 	}
 	return out
 }
@@ -400,9 +292,8 @@ func (c *Config) validateFields() []*Error {
 	v := reflect.ValueOf(c).Elem()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tg := configTags()[i]
-		key := tg.env
-		if o := tg.oneof; o != "" {
+		key := f.Tag.Get("env")
+		if o := f.Tag.Get("oneof"); o != "" {
 			s := v.Field(i).String()
 			if !slices.Contains(strings.Split(o, ","), s) {
 				errs = append(errs, &Error{Var: key, Value: s, Accept: acceptFor(f)})
