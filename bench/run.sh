@@ -385,7 +385,14 @@ if has noop; then
 		export LOCKMIGRATE_LOG_LEVEL=error
 		hf_decomp quiet -n floor "$BIN/floor" -n "lockmigrate, LOCKMIGRATE_LOG_LEVEL=error" "$BIN/lockmigrate"
 	)
+	# Lint costs the no-op nothing: the gate runs only for the lock holder
+	# with something pending, so the strictest setting and none must match,
+	# and the parser helper is never started (one execve).
+	hf_decomp lint -n "lockmigrate, LOCKMIGRATE_LINT=off" "env LOCKMIGRATE_LINT=off $BIN/lockmigrate" \
+		-n "lockmigrate, LOCKMIGRATE_LINT=error" "env LOCKMIGRATE_LINT=error $BIN/lockmigrate"
 	if command -v strace >/dev/null 2>&1; then
+		LOCKMIGRATE_LINT=error strace -f -e trace=execve -o "$WORK/execve.txt" "$BIN/lockmigrate" >/dev/null 2>&1 || true
+		grep -c 'execve(' "$WORK/execve.txt" >"$OUT/noop/execve-lint.txt" || true
 		: >"$OUT/noop/syscalls.tsv"
 		for t in floor lockmigrate; do
 			strace -f -c -o "$WORK/strace.txt" "$BIN/$t" >/dev/null 2>&1 || true

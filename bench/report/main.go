@@ -313,12 +313,14 @@ func (r *report) noop(b *strings.Builder) {
 // decomposition lists the variants that show where lockmigrate's no-op
 // time goes, each with the floor measured in the same hyperfine run.
 func (r *report) decomposition(b *strings.Builder) {
-	files := []string{"offline", "embedded", "quiet"}
+	files := []string{"offline", "embedded", "quiet", "lint"}
 	notes := map[string]string{
 		"lockmigrate version":                      "process start and package initialisation only (no configuration, no files, no database)",
 		"lockmigrate validate (offline)":           "+ configuration and loading the 200 files from LOCKMIGRATE_DIR (no database)",
 		"lockmigrate, set embedded":                "the whole no-op with the 200 files embedded (go:embed; built from a copy of the tree with the set in migrations/), LOCKMIGRATE_DIR unset",
 		"lockmigrate, LOCKMIGRATE_LOG_LEVEL=error": "the whole no-op without its two log lines",
+		"lockmigrate, LOCKMIGRATE_LINT=off":        "the whole no-op with the lint gate off (through env(1), as the next line)",
+		"lockmigrate, LOCKMIGRATE_LINT=error":      "the whole no-op with the strictest gate: the same cost, the parser is neither started nor called",
 	}
 	var lines []string
 	for _, f := range files {
@@ -354,6 +356,13 @@ func (r *report) decomposition(b *strings.Builder) {
 			}
 		}
 		fmt.Fprintf(b, "System calls of one no-op run (`strace -f -c`, all threads): %s.\n\n", strings.Join(parts, "; "))
+	}
+	if n, err := os.ReadFile(filepath.Join(r.dir, "noop", "execve-lint.txt")); err == nil {
+		verdict := "its own: the parser helper (`lockmigrate-pgparse`) is not started"
+		if c := strings.TrimSpace(string(n)); c != "1" {
+			verdict = "**more than its own: something else was started**"
+		}
+		fmt.Fprintf(b, "Processes a no-op with `LOCKMIGRATE_LINT=error` starts (`strace -f -e trace=execve`): %s execve, %s.\n\n", strings.TrimSpace(string(n)), verdict)
 	}
 }
 
