@@ -27,12 +27,14 @@ const rollbackTimeout = 5 * time.Second
 var lockTimeoutBackoff = backoff.Policy{Initial: 500 * time.Millisecond, Max: 10 * time.Second}
 
 // apply runs the pending migrations in version order and appends each
-// committed one to res.Applied.
-func (r *Runner) apply(ctx context.Context, res *Result, pending []*Migration) error {
+// committed one to res.Applied. splits says, per pending migration, that
+// the plan's checks split its file without error (plan.checkStatements);
+// it may be shorter than pending.
+func (r *Runner) apply(ctx context.Context, res *Result, pending []*Migration, splits []bool) error {
 	if r.opts.Transaction == TransactionAll {
 		var done []AppliedMigration
 		err := r.retryLockTimeout(ctx, res, func() (err error) {
-			done, err = r.execTx(ctx, pending)
+			done, err = r.execTx(ctx, pending, splits)
 			return err
 		})
 		if err != nil {
@@ -44,7 +46,7 @@ func (r *Runner) apply(ctx context.Context, res *Result, pending []*Migration) e
 		res.Applied = append(res.Applied, done...)
 		return nil
 	}
-	for _, m := range pending {
+	for i, m := range pending {
 		var (
 			a   AppliedMigration
 			err error
@@ -58,7 +60,7 @@ func (r *Runner) apply(ctx context.Context, res *Result, pending []*Migration) e
 			a.Duration, err = r.applyNoTx(ctx, res, m)
 		default:
 			err = r.retryLockTimeout(ctx, res, func() error {
-				done, err := r.execTx(ctx, []*Migration{m})
+				done, err := r.execTx(ctx, []*Migration{m}, splits[min(i, len(splits)):min(i+1, len(splits))])
 				if err == nil {
 					a = done[0]
 				}
@@ -113,7 +115,10 @@ func (r *Runner) retryLockTimeout(ctx context.Context, res *Result, try func() e
 // server has skipped the rest of the query and left the transaction aborted;
 // ROLLBACK ends it (a harmless warning if the file's own statements already
 // ended the transaction).
-func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMigration, err error) {
+//
+// splits[i] true says that ms[i]'s file is known to split (see apply); a
+// file without it is split here.
+func (r *Runner) execTx(ctx context.Context, ms []*Migration, splits []bool) (done []AppliedMigration, err error) {
 	defer func() {
 		if err != nil {
 			r.rollback(ctx)
@@ -143,7 +148,7 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 		// SQL, or in theory none at all). Such a file goes alone; the
 		// server's error then points into it, and should the server accept
 		// it after all, the history row follows in a query of its own.
-		if _, serr := sqlsplit.Split(m.SQL); serr != nil {
+		if !fileSplits(m, i, splits) {
 			if _, err := r.conn.Exec(ctx, q.String()); err != nil {
 				return nil, r.txError(m, prefix, err)
 			}
@@ -161,6 +166,16 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration) (done []AppliedMig
 		done = append(done, AppliedMigration{Version: m.Version, Name: m.Name, Duration: time.Since(start)})
 	}
 	return done, nil
+}
+
+// fileSplits reports whether m, the i-th file of splits' run, splits
+// without error: known from the plan's checks, else split now.
+func fileSplits(m *Migration, i int, splits []bool) bool {
+	if i < len(splits) && splits[i] {
+		return true
+	}
+	_, err := sqlsplit.Split(m.SQL)
+	return err == nil
 }
 
 // fileEnd follows every transactional file in its query.

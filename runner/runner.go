@@ -386,7 +386,8 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 	}
 	p := makePlan(r.migs, rows, r.opts)
 	res.observe(p)
-	problems := append(p.problems, p.statementProblems()...)
+	stmtProblems, splits := p.checkStatements()
+	problems := append(p.problems, stmtProblems...)
 	for _, row := range p.running {
 		problems = append(problems, r.interrupted(ctx, row))
 	}
@@ -407,7 +408,7 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 		}
 	}
 	res.ApplyStarted = true
-	err = r.apply(ctx, res, p.pending)
+	err = r.apply(ctx, res, p.pending, splits)
 	res.Pending = len(p.pending) - len(res.Applied)
 	res.countApplied(p)
 	for _, a := range res.Applied {
