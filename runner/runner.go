@@ -368,8 +368,7 @@ func (r *Runner) release(ctx context.Context, res *Result, heldStart time.Time) 
 // may have finished between the fast path and the grant, and applies what is
 // still pending.
 func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) error {
-	r.watchClient(ctx)
-	if err := r.checkWritable(ctx); err != nil {
+	if err := r.prepareSession(ctx); err != nil {
 		return err
 	}
 	rows, exists, err := r.hist.read(ctx, r.conn)
