@@ -139,7 +139,7 @@ func (r *Runner) execTx(ctx context.Context, ms []*Migration, splits []bool) (do
 			r.rollback(ctx)
 		}
 	}()
-	runID := r.opts.RunID.String()
+	runID := r.runID
 	done = make([]AppliedMigration, 0, len(ms))
 	var q strings.Builder
 	for i, m := range ms {

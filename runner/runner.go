@@ -188,6 +188,9 @@ type Runner struct {
 	opts   Options
 	hist   history
 	log    *slog.Logger
+	// runID is opts.RunID as text, formatted once for the history row
+	// of every migration.
+	runID string
 	// lagProbe replaces queryLag in tests.
 	lagProbe func(context.Context) (replicationLag, error)
 }
@@ -208,6 +211,7 @@ func New(conn Conn, locker Locker, migs []*Migration, opts Options) (*Runner, er
 		opts:   opts,
 		hist:   newHistory(opts.Schema, opts.Table),
 		log:    opts.Logger,
+		runID:  opts.RunID.String(),
 	}, nil
 }
 
