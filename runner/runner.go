@@ -131,6 +131,13 @@ type Options struct {
 	// the first is applied; an error stops the run with nothing applied.
 	// The CLI lints the pending ones here (LOCKMIGRATE_LINT).
 	BeforeApply func(ctx context.Context, conn Conn, pending, applied []*Migration) error
+	// AfterLock, when set, is called by a migrate run as soon as it holds
+	// the lock, before it reads the history again: work that BeforeApply
+	// will need can start there and overlap the round trips in between
+	// (the CLI starts the lint parser's helper). Never called on the
+	// lock-free fast path or by a replica that did not get the lock; the
+	// run may still find nothing to apply once it reads the history.
+	AfterLock func(ctx context.Context)
 
 	// AppliedBy is recorded in the history (the pod name, typically).
 	AppliedBy string
@@ -372,6 +379,9 @@ func (r *Runner) release(ctx context.Context, res *Result, heldStart time.Time) 
 // may have finished between the fast path and the grant, and applies what is
 // still pending.
 func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) error {
+	if r.opts.AfterLock != nil {
+		r.opts.AfterLock(ctx)
+	}
 	if err := r.prepareSession(ctx); err != nil {
 		return err
 	}
