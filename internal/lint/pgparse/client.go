@@ -132,8 +132,12 @@ func (c *Client) scanProtobuf(sql string) ([]byte, error) { return c.call(opScan
 // takes mu before it returns, and the goroutine releases it once started,
 // so the next call waits for that start; a call in flight (mu held) starts
 // the helper itself if it must, so there is nothing to do then.
+//
+// A helper that is not there is left to the call, which reports it
+// (unavailable) without trying a start: forking a process that cannot
+// exec would only cost the run time.
 func (c *Client) prestart() {
-	if !c.mu.TryLock() {
+	if c.unavailable() != nil || !c.mu.TryLock() {
 		return
 	}
 	go func() {
