@@ -78,8 +78,7 @@ func (r *Runner) Baseline(ctx context.Context, versions []int64) (*BaselineResul
 				slog.String("error", uerr.Error()))
 		}
 	}()
-	r.watchClient(ctx)
-	if err := r.checkWritable(ctx); err != nil {
+	if err := r.prepareSession(ctx); err != nil {
 		return nil, err
 	}
 	rows, exists, err := r.hist.read(ctx, r.conn)

@@ -81,6 +81,16 @@ func (r *Runner) blockers(ctx context.Context) any {
 // PostgreSQL 14; on older servers the attempt fails harmlessly.
 const clientCheckInterval = "SET client_connection_check_interval = 1000"
 
+// sessionCheckSQL is checkWritable's query with clientCheckInterval in it
+// (set_config(..., false) is SET), so that the lock holder's two session
+// checks cost one round trip. The version guard keeps PostgreSQL 13 and
+// older, which have no such setting, from failing the whole statement;
+// any other failure (a server that refuses the setting) sends the two
+// statements apart, as they were.
+const sessionCheckSQL = `SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::bool,
+       CASE WHEN current_setting('server_version_num')::int >= 140000
+            THEN set_config('client_connection_check_interval', '1000', false) END`
+
 func (r *Runner) watchClient(ctx context.Context) {
 	_, err := r.conn.Exec(ctx, clientCheckInterval)
 	var pgErr *pgconn.PgError
@@ -89,11 +99,32 @@ func (r *Runner) watchClient(ctx context.Context) {
 	}
 }
 
+// prepareSession readies the lock holder's session: watchClient, then
+// checkWritable, in one statement when it can.
+func (r *Runner) prepareSession(ctx context.Context) error {
+	var recovery, readOnly bool
+	var set *string
+	err := r.conn.QueryRow(ctx, sessionCheckSQL).Scan(&recovery, &readOnly, &set)
+	if err == nil {
+		return writableError(recovery, readOnly)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("check that the server accepts writes: %w", err)
+	}
+	r.watchClient(ctx)
+	return r.checkWritable(ctx)
+}
+
 func (r *Runner) checkWritable(ctx context.Context) error {
 	var recovery, readOnly bool
 	if err := r.conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('transaction_read_only')::bool`).Scan(&recovery, &readOnly); err != nil {
 		return fmt.Errorf("check that the server accepts writes: %w", err)
 	}
+	return writableError(recovery, readOnly)
+}
+
+// writableError is checkWritable's verdict on what the server reported.
+func writableError(recovery, readOnly bool) error {
 	switch {
 	case recovery:
 		return fmt.Errorf("%w: the server is a standby (in recovery); point DATABASE_URL at the primary, "+

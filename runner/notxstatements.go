@@ -34,8 +34,13 @@ func checkNoTxStatements(m *Migration) error {
 	if err != nil {
 		return nil
 	}
+	return noTxProblem(m, stmts)
+}
+
+// noTxProblem is checkNoTxStatements on m's statements, already split.
+func noTxProblem(m *Migration, stmts []sqlsplit.Statement) error {
 	for _, st := range stmts {
-		if what := needsNoTransaction(sqlsplit.Words(st.SQL, 32)); what != "" {
+		if what := needsNoTransaction(leadingWords(st.SQL)); what != "" {
 			return &ValidationError{Kind: KindNeedsNoTransaction, Version: m.Version, File: m.File,
 				Detail: fmt.Sprintf("line %d: %q: %s cannot run inside a transaction block, and this file runs in one; "+
 					"make %q the file's first line to run its statements one at a time, outside any transaction",
@@ -43,6 +48,19 @@ func checkNoTxStatements(m *Migration) error {
 		}
 	}
 	return nil
+}
+
+// leadingWords returns the words of a statement needsNoTransaction reads:
+// five for most commands, 32 for the three whose checks look further
+// (ALTER TABLE ... DETACH PARTITION, CLUSTER, REINDEX). Most statements
+// of a migration are CREATE TABLE or INSERT, whose every word Words
+// would otherwise scan and upper-case.
+func leadingWords(sql string) []string {
+	w := sqlsplit.Words(sql, 5)
+	if len(w) == 5 && (w[0] == "ALTER" || w[0] == "CLUSTER" || w[0] == "REINDEX") {
+		w = sqlsplit.Words(sql, 32)
+	}
+	return w
 }
 
 // needsNoTransaction names the command of a statement's leading words

@@ -131,6 +131,13 @@ type Options struct {
 	// the first is applied; an error stops the run with nothing applied.
 	// The CLI lints the pending ones here (LOCKMIGRATE_LINT).
 	BeforeApply func(ctx context.Context, conn Conn, pending, applied []*Migration) error
+	// AfterLock, when set, is called by a migrate run as soon as it holds
+	// the lock, before it reads the history again: work that BeforeApply
+	// will need can start there and overlap the round trips in between
+	// (the CLI starts the lint parser's helper). Never called on the
+	// lock-free fast path or by a replica that did not get the lock; the
+	// run may still find nothing to apply once it reads the history.
+	AfterLock func(ctx context.Context)
 
 	// AppliedBy is recorded in the history (the pod name, typically).
 	AppliedBy string
@@ -188,6 +195,9 @@ type Runner struct {
 	opts   Options
 	hist   history
 	log    *slog.Logger
+	// runID is opts.RunID as text, formatted once for the history row
+	// of every migration.
+	runID string
 	// lagProbe replaces queryLag in tests.
 	lagProbe func(context.Context) (replicationLag, error)
 }
@@ -208,6 +218,7 @@ func New(conn Conn, locker Locker, migs []*Migration, opts Options) (*Runner, er
 		opts:   opts,
 		hist:   newHistory(opts.Schema, opts.Table),
 		log:    opts.Logger,
+		runID:  opts.RunID.String(),
 	}, nil
 }
 
@@ -368,8 +379,10 @@ func (r *Runner) release(ctx context.Context, res *Result, heldStart time.Time) 
 // may have finished between the fast path and the grant, and applies what is
 // still pending.
 func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) error {
-	r.watchClient(ctx)
-	if err := r.checkWritable(ctx); err != nil {
+	if r.opts.AfterLock != nil {
+		r.opts.AfterLock(ctx)
+	}
+	if err := r.prepareSession(ctx); err != nil {
 		return err
 	}
 	rows, exists, err := r.hist.read(ctx, r.conn)
@@ -386,7 +399,8 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 	}
 	p := makePlan(r.migs, rows, r.opts)
 	res.observe(p)
-	problems := append(p.problems, p.statementProblems()...)
+	stmtProblems, splits := p.checkStatements()
+	problems := append(p.problems, stmtProblems...)
 	for _, row := range p.running {
 		problems = append(problems, r.interrupted(ctx, row))
 	}
@@ -407,7 +421,7 @@ func (r *Runner) migrateLocked(ctx context.Context, res *Result, waited bool) er
 		}
 	}
 	res.ApplyStarted = true
-	err = r.apply(ctx, res, p.pending)
+	err = r.apply(ctx, res, p.pending, splits)
 	res.Pending = len(p.pending) - len(res.Applied)
 	res.countApplied(p)
 	for _, a := range res.Applied {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/lockmigrate/lockmigrate/internal/sqlsplit"
 )
@@ -40,18 +41,35 @@ func (r *Runner) Validate(ctx context.Context) error {
 // applied before (by another tool, adopted as baseline) is never run, so it
 // may keep its own BEGIN/COMMIT.
 func (p plan) statementProblems() []error {
-	var problems []error
-	for _, m := range p.pending {
-		if !m.NoTransaction && m.Version > p.baselined {
-			if err := checkTxControl(m); err != nil {
-				problems = append(problems, err)
-			}
-			if err := checkNoTxStatements(m); err != nil {
-				problems = append(problems, err)
-			}
+	problems, _ := p.checkStatements()
+	return problems
+}
+
+// checkStatements is statementProblems that also reports, for each of
+// p.pending (same index), whether sqlsplit.Split read the file (splits):
+// the run that applies these files needs to know that too (execTx), and
+// splitting every file once instead of three times is a good part of the
+// client's work per migration. A file the checks do not read is false,
+// which only makes execTx split it itself.
+func (p plan) checkStatements() (problems []error, splits []bool) {
+	splits = make([]bool, len(p.pending))
+	for i, m := range p.pending {
+		if m.NoTransaction || m.Version <= p.baselined {
+			continue
+		}
+		stmts, err := sqlsplit.Split(m.SQL)
+		if err != nil {
+			continue // the server reports it, with its position, when it runs
+		}
+		splits[i] = true
+		if err := txControlProblem(m, stmts); err != nil {
+			problems = append(problems, err)
+		}
+		if err := noTxProblem(m, stmts); err != nil {
+			problems = append(problems, err)
 		}
 	}
-	return problems
+	return problems, splits
 }
 
 // CheckTransactionControl checks every transactional migration of migs as
@@ -82,30 +100,13 @@ func checkTxControl(m *Migration) error {
 	if err != nil {
 		return nil
 	}
+	return txControlProblem(m, stmts)
+}
+
+// txControlProblem is checkTxControl on m's statements, already split.
+func txControlProblem(m *Migration, stmts []sqlsplit.Statement) error {
 	for _, st := range stmts {
-		words := strings.Fields(strings.ToUpper(st.SQL))
-		if len(words) == 0 {
-			continue
-		}
-		w0 := strings.TrimRight(words[0], ";")
-		next := func() string {
-			for _, w := range words[1:] {
-				if w != "WORK" && w != "TRANSACTION" {
-					return strings.TrimRight(w, ";")
-				}
-			}
-			return ""
-		}
-		bad := false
-		switch w0 {
-		case "BEGIN", "START", "COMMIT", "END", "ABORT":
-			bad = true
-		case "ROLLBACK":
-			bad = next() != "TO"
-		case "PREPARE":
-			bad = len(words) > 1 && strings.TrimRight(words[1], ";") == "TRANSACTION"
-		}
-		if bad {
+		if txControl(st.SQL) {
 			return &ValidationError{Kind: KindTransactionControl, Version: m.Version, File: m.File,
 				Detail: fmt.Sprintf("line %d: %q ends the transaction lockmigrate runs this file in; "+
 					"remove it (each file is already one transaction), or mark the file "+
@@ -113,4 +114,50 @@ func checkTxControl(m *Migration) error {
 		}
 	}
 	return nil
+}
+
+// txControl reports whether a statement ends or starts a transaction: its
+// first word (upper-cased, as are the others) is BEGIN, START, COMMIT, END
+// or ABORT, ROLLBACK not followed by TO (past WORK and TRANSACTION), or
+// PREPARE TRANSACTION. Words are separated by white space and a trailing
+// ";" is ignored. It reads only the words it needs: upper-casing and
+// splitting a whole statement (a function body, a long INSERT) for its
+// first word cost more than the rest of the check of a file.
+func txControl(sql string) bool {
+	rest := sql
+	word := func() (string, bool) {
+		rest = strings.TrimLeftFunc(rest, unicode.IsSpace)
+		if rest == "" {
+			return "", false
+		}
+		end := strings.IndexFunc(rest, unicode.IsSpace)
+		if end < 0 {
+			end = len(rest)
+		}
+		w := strings.ToUpper(rest[:end])
+		rest = rest[end:]
+		return w, true
+	}
+	w0, ok := word()
+	if !ok {
+		return false
+	}
+	switch strings.TrimRight(w0, ";") {
+	case "BEGIN", "START", "COMMIT", "END", "ABORT":
+		return true
+	case "ROLLBACK":
+		for {
+			w, ok := word()
+			if !ok {
+				return true
+			}
+			if w != "WORK" && w != "TRANSACTION" {
+				return strings.TrimRight(w, ";") != "TO"
+			}
+		}
+	case "PREPARE":
+		w1, ok := word()
+		return ok && strings.TrimRight(w1, ";") == "TRANSACTION"
+	}
+	return false
 }

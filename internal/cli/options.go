@@ -80,6 +80,7 @@ func newOptions(cfg *config.Config, runID uuid.UUID, log *slog.Logger) (options,
 	}
 	if o.gate = newLintGate(cfg, log); o.gate != nil {
 		o.runner.BeforeApply = o.gate.beforeApply
+		o.runner.AfterLock = o.gate.afterLock
 	}
 	shard := fleet.Shard{Index: cfg.ShardIndex, Count: cfg.Shards}
 	o.fleet = fleet.Options{Runner: o.runner, Query: cfg.TenantsQuery, Concurrency: cfg.TenantConcurrency,

@@ -107,6 +107,11 @@ func (r *Report) Count(s Severity) int {
 	return n
 }
 
+// PrestartParser starts the parser Lint will use, in the background, when
+// it is a helper process (pgparse.Prestart): for a caller that knows it is
+// about to lint and has round trips to make first.
+func PrestartParser() { pgparse.Prestart() }
+
 // Lint checks files, in the order given (version order), and returns the
 // findings. An error means the linter could not run (no parser in this
 // build, the catalog query failed); problems in the files are findings.

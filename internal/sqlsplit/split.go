@@ -227,9 +227,14 @@ func (st *stmtState) isRoutine() bool {
 		h[1] == 'o' && h[2] == 'r' && (h[3] == 'f' || h[3] == 'p'))
 }
 
+// headClass is the class of one of a statement's first tokens: the
+// initial of the keyword of CREATE [OR REPLACE] {FUNCTION|PROCEDURE} it is,
+// else 0. The length test comes first: none of these words has a letter
+// with a multi-byte case variant (k, s, å), so a word of another length
+// cannot fold to it, and most first tokens are other words.
 func headClass(word string) byte {
 	for _, w := range [...]string{"create", "or", "replace", "function", "procedure"} {
-		if strings.EqualFold(word, w) {
+		if len(word) == len(w) && strings.EqualFold(word, w) {
 			return w[0]
 		}
 	}

@@ -9,7 +9,9 @@ import "strings"
 // runner recognise statements by their keywords without being fooled by a
 // comment between them ("CREATE /* x */ INDEX CONCURRENTLY").
 func Words(stmt string, max int) []string {
-	var out []string
+	// Sized for the common case at once: a handful of words, most of a
+	// statement's cost here being the allocations of a growing slice.
+	out := make([]string, 0, min(max, 8))
 	for i := 0; i < len(stmt) && len(out) < max; {
 		c := stmt[i]
 		switch {

@@ -45,6 +45,10 @@ type Client struct {
 
 	mu   sync.Mutex
 	proc *helperProc
+	// startErr is the failure of a start by prestart, for the next call
+	// to report instead of trying again (a helper that does not answer
+	// would otherwise cost the handshake's timeout twice).
+	startErr error
 }
 
 // NewClient is a Client of the helper binary at path. It starts nothing.
@@ -124,11 +128,36 @@ func (c *Client) parseJSON(sql string) (string, error) {
 
 func (c *Client) scanProtobuf(sql string) ([]byte, error) { return c.call(opScan, sql) }
 
+// prestart starts the helper in a goroutine if none runs (Prestart). It
+// takes mu before it returns, and the goroutine releases it once started,
+// so the next call waits for that start; a call in flight (mu held) starts
+// the helper itself if it must, so there is nothing to do then.
+//
+// A helper that is not there is left to the call, which reports it
+// (unavailable) without trying a start: forking a process that cannot
+// exec would only cost the run time.
+func (c *Client) prestart() {
+	if c.unavailable() != nil || !c.mu.TryLock() {
+		return
+	}
+	go func() {
+		defer c.mu.Unlock()
+		if c.proc != nil || c.startErr != nil {
+			return
+		}
+		c.proc, c.startErr = c.start()
+	}()
+}
+
 // call runs one request, starting the helper first if none runs.
 func (c *Client) call(op byte, sql string) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.proc == nil {
+		if err := c.startErr; err != nil {
+			c.startErr = nil
+			return nil, err
+		}
 		p, err := c.start()
 		if err != nil {
 			return nil, err

@@ -129,6 +129,51 @@ func TestClientOneProcess(t *testing.T) {
 	t.Logf("first Parse (start, handshake, parse): %s; the next two: %s, %s", took[0], took[1], took[2])
 }
 
+// TestPrestart: Prestart starts the installed Client's helper, once, and
+// the next Parse uses it; a prestart that fails is the next call's error,
+// once, the call after that trying again.
+func TestPrestart(t *testing.T) {
+	c := newClient(t)
+	restore := Use(c)
+	defer restore()
+	Prestart()
+	Prestart()
+	if _, err := Parse("SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.PID()
+	if pid == 0 {
+		t.Fatal("no helper after Prestart and Parse")
+	}
+	Prestart()
+	if _, err := Parse("SELECT 2"); err != nil || c.PID() != pid {
+		t.Fatalf("second Parse: %v, helper %d, want %d (one start)", err, c.PID(), pid)
+	}
+
+	// A helper that fails its first start and works from the second: the
+	// call after the failed prestart reports that failure without a start
+	// of its own (which would work), the call after it starts one.
+	dir := t.TempDir()
+	path := filepath.Join(dir, HelperName)
+	script := "#!/bin/sh\nif [ -e " + dir + "/started ]; then exec " + helperBin + "; fi\n" +
+		"touch " + dir + "/started; echo 'no parser here' >&2; exit 3\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bad := NewClient(path)
+	defer bad.Close()
+	bad.prestart()
+	if _, err := bad.Parse("SELECT 1"); !errors.Is(err, ErrHelper) || !strings.Contains(err.Error(), "no parser here") {
+		t.Fatalf("call after a failed prestart: %v, want its ErrHelper", err)
+	}
+	if bad.PID() != 0 {
+		t.Fatal("a refused helper is kept")
+	}
+	if _, err := bad.Parse("SELECT 1"); err != nil || bad.PID() == 0 {
+		t.Fatalf("the call after: %v, helper %d; want a new start", err, bad.PID())
+	}
+}
+
 // TestClientHelperKilled: a helper killed between two parses fails the
 // next one with ErrHelper, saying how it ended, rather than hanging; the
 // call after that starts a new helper.

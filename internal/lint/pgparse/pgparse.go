@@ -116,6 +116,18 @@ func Parses() int64 { return parses.Load() }
 // with its helper in place. It does not start the helper.
 func Available() bool { return current().unavailable() == nil }
 
+// Prestart starts the parser's helper in the background when the parser is
+// one (a build without cgo, or a Client installed by Use) and none runs
+// yet, so that the start (a process, its runtime, the handshake) overlaps
+// the caller's other work instead of delaying its first Parse, which waits
+// for it. A start that fails is reported by that first call, as it would
+// have been without Prestart. With the parser linked in, it does nothing.
+func Prestart() {
+	if c, ok := current().(*Client); ok {
+		c.prestart()
+	}
+}
+
 // Unavailable is nil when Available, else the error that says where the
 // helper was looked for and how to install it (wrapping ErrUnavailable).
 func Unavailable() error { return current().unavailable() }
