@@ -733,6 +733,7 @@ if has sizes; then
 		printf '%s\t%s\n' "$t" "$(stat -L -c %s "$BIN/$t")" >>"$OUT/sizes.tsv"
 		info "$t: $(stat -L -c %s "$BIN/$t") bytes"
 	done
+	meta helper_size "$(stat -L -c %s "$BIN/lockmigrate-pgparse")"
 	# The image of this very tree: scripts/image-test.sh builds it (from a
 	# local builder stand-in, nothing is pulled), checks it runs and, with
 	# IMAGE_TEST_KEEP=1, keeps it tagged localhost/lockmigrate:image-test-<describe>.

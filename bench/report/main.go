@@ -87,6 +87,11 @@ func (r *report) target(name, measured string, met bool, known bool) {
 	r.targets = append(r.targets, target{name, measured, v})
 }
 
+// reported lists a figure the issue asks to report, without a bound.
+func (r *report) reported(name, measured string) {
+	r.targets = append(r.targets, target{name, measured, "reported"})
+}
+
 func readMeta(path string) map[string]string {
 	m := map[string]string{}
 	f, err := os.Open(path)
@@ -305,9 +310,10 @@ func (r *report) noop(b *strings.Builder) {
 	r.icount(b)
 
 	lw, fw := wall["lockmigrate"], wall["floor"]
-	r.target("no-op ≤ 1.10× floor", fmtRatio(lw, fw)+fmt.Sprintf(" (%s vs %s ms)", fmtF(lw, 2), fmtF(fw, 2)), lw <= 1.10*fw, ok(lw) && ok(fw))
-	r.target("no-op faster than every peer", fmt.Sprintf("%s ms vs fastest peer %s %s ms", fmtF(lw, 2), label[fp], fmtF(fpv, 2)), lw < fpv, ok(lw) && ok(fpv))
-	r.target("no-op max RSS ≤ 20 MB", fmtF(rss["lockmigrate"], 1)+" MB", rss["lockmigrate"] <= 20, ok(rss["lockmigrate"]))
+	// Issue 18's no-op targets (the instruction target is icount's).
+	r.target("no-op wall ≤ 1.25× floor", fmtRatio(lw, fw)+fmt.Sprintf(" (%s vs %s ms)", fmtF(lw, 2), fmtF(fw, 2)), lw <= 1.25*fw, ok(lw) && ok(fw))
+	r.target("no-op wall ≤ 0.9× the fastest peer", fmt.Sprintf("%s (%s ms vs %s %s ms)", fmtRatio(lw, fpv), fmtF(lw, 2), label[fp], fmtF(fpv, 2)), lw <= 0.9*fpv, ok(lw) && ok(fpv))
+	r.target("no-op max RSS ≤ 12 MB", fmtF(rss["lockmigrate"], 1)+" MB", rss["lockmigrate"] <= 12, ok(rss["lockmigrate"]))
 }
 
 // decomposition lists the variants that show where lockmigrate's no-op
@@ -686,15 +692,17 @@ func (r *report) sizes(b *strings.Builder) {
 	for _, t := range tools {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", label[t], fmtF(size[t], 0), fmtF(size[t]/mb, 2), fmtRatio(size[t], size["floor"]), fmtRatio(size[t], fpv))
 	}
+	helper := num(r.meta["helper_size"])
+	fmt.Fprintf(b, "\nlockmigrate's parser helper (`lockmigrate-pgparse`, static cgo, started only to lint, shipped next to it in the image): %s bytes.\n", fmtF(helper, 0))
 	fmt.Fprintf(b, "\nContainer image: %s\n\n", r.meta["image"])
 	l := size["lockmigrate"]
-	r.target("binary ≤ 15 MB", fmtF(l/mb, 2)+" MB", l <= 15*mb, ok(l))
+	r.reported("binary size (lockmigrate; + its parser helper)", fmtF(l/mb, 2)+" MB (+ "+fmtF(helper/mb, 2)+" MB)")
 	// run.sh writes "<tag> <bytes> bytes (...)" when it measured the image.
 	img := math.NaN()
 	if f := strings.Fields(r.meta["image"]); len(f) > 2 && f[2] == "bytes" {
 		img = num(f[1])
 	}
-	r.target("image ≤ 15 MB", fmtF(img/mb, 2)+" MB", img <= 15*mb, ok(img))
+	r.reported("image size (both binaries and the CA bundle)", fmtF(img/mb, 2)+" MB")
 }
 
 // --- quiet machine ------------------------------------------------------------------
