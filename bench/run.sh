@@ -39,6 +39,9 @@ source "$REPO/scripts/peers.sh"
 # step, info, die, as_root, apt_install, as_pg, free_port, PG_DEFAULT_BIN.
 # shellcheck source=SCRIPTDIR/../scripts/lib.sh
 source "$REPO/scripts/lib.sh"
+# barrier_run: N replicas released at once (run.sh's scenario 3, scale.sh's storm).
+# shellcheck source=SCRIPTDIR/barrier.sh
+source "$REPO/bench/barrier.sh"
 
 # --- sizes of the work --------------------------------------------------------
 NOOP_SET=200     # migrations applied before the no-op start
@@ -607,69 +610,20 @@ if has rt; then
 fi
 
 # --- 3. replicas at one barrier --------------------------------------------------------------
-# run_replicas TOOL N ROUND: N replicas, forked beforehand and parked on a
-# FIFO; one write releases them all, and each then exec()s the tool (no
-# wrapper process: env(1) assignments are exported by the replica itself). A
-# watchdog stops replicas still running after REPLICA_TIMEOUT. Wall time runs
-# from the release to the last exit.
+# run_replicas TOOL N ROUND: N replicas released at one barrier
+# (barrier.sh), each stopped after REPLICA_TIMEOUT. Wall time runs from the
+# release to the last exit.
 run_replicas() {
-	local t=$1 n=$2 round=$3 db="rep_${1}_${2}_$3" dir i c rc wd
-	local -a argv pids=() rcs=()
+	local t=$1 n=$2 round=$3 db="rep_${1}_${2}_$3" dir i c rc
+	local -a argv
 	dir=$WORK/rep/$t-$n-$round
 	mkdir -p "$dir"
 	fresh "$db" log
 	c=$(cmd "$t" "$db" replicas)
 	read -ra argv <<<"$c"
-	mkfifo "$dir/start"
-	exec 3<>"$dir/start"
-	for i in $(seq 1 "$n"); do
-		(
-			trap - EXIT INT TERM
-			export POD_NAME=replica-$i
-			set -- "${argv[@]}"
-			if [ "$1" = env ]; then
-				shift
-				while [[ $1 == *=* ]]; do
-					export "${1?}"
-					shift
-				done
-			fi
-			cd "$WORK"
-			: >"$dir/$i.ready"
-			read -r _ <&3
-			exec "$@" 3>&- >"$dir/$i.out" 2>"$dir/$i.err"
-		) &
-		pids+=("$!")
-	done
-	BG_PIDS+=("${pids[@]}")
-	for _ in $(seq 1 1000); do
-		[ "$(find "$dir" -name '*.ready' | wc -l)" -ge "$n" ] && break
-		sleep 0.02
-	done
-	sleep 0.2
-	(
-		trap - EXIT INT
-		trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-		sleep "$REPLICA_TIMEOUT" &
-		sp=$!
-		wait "$sp"
-		kill -TERM "${pids[@]}" 2>/dev/null
-		sleep 5
-		kill -KILL "${pids[@]}" 2>/dev/null
-	) &
-	wd=$!
-	local t0=$EPOCHREALTIME
-	printf '\n%.0s' $(seq 1 "$n") >&3
-	exec 3>&-
-	for i in "${pids[@]}"; do
-		rc=0
-		wait "$i" || rc=$?
-		rcs+=("$rc")
-	done
-	local t1=$EPOCHREALTIME
-	kill -TERM "$wd" 2>/dev/null
-	wait "$wd" 2>/dev/null || true
-	BG_PIDS=()
+	barrier_run "$dir" "$n" "$REPLICA_TIMEOUT" "${argv[@]}"
+	local -a rcs=("${BARRIER_RCS[@]}")
+	local t0=$BARRIER_T0 t1=$BARRIER_T1
 	for i in $(seq 1 "$n"); do echo "${rcs[$((i - 1))]}" >"$dir/$i.res"; done
 	local wall_ms nonzero counts outcomes
 	wall_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) * 1000}')

@@ -39,6 +39,9 @@ BENCH=$REPO/bench
 source "$REPO/scripts/peers.sh"
 # shellcheck source=SCRIPTDIR/../scripts/lib.sh
 source "$REPO/scripts/lib.sh"
+# barrier_run: N replicas released at once (run.sh's scenario 3, scale.sh's storm).
+# shellcheck source=SCRIPTDIR/barrier.sh
+source "$REPO/bench/barrier.sh"
 
 if [ "${BENCH_SCALE_QUICK:-0}" = 1 ]; then
 	d_noop="10 100 1000" d_apply="10 100 1000" d_apply_runs="3 2 1" d_storm="10 50"
@@ -397,8 +400,8 @@ phase_done storm
 # watchdog stops any still running after STORM_TIMEOUT. Wall: release to last
 # exit. Exactly-once: applied_log holds every version once.
 storm() {
-	local t=$1 n=$2 mc=$3 round=$4 db=storm dir i rc wd t0 t1
-	local -a pids=() rcs=() argv
+	local t=$1 n=$2 mc=$3 round=$4 db=storm dir i rc t0 t1
+	local -a rcs=() argv
 	dir=$WORK/storm/$t-$n-$mc-$round
 	mkdir -p "$dir"
 	fresh "$db" log
@@ -407,61 +410,14 @@ storm() {
 	else
 		argv=(env "DATABASE_URL=$(url "$db")" "LOCKMIGRATE_DIR=$SETS/storm/lm" "$BIN/lockmigrate")
 	fi
-	mkfifo "$dir/start"
-	exec 3<>"$dir/start"
-	for i in $(seq 1 "$n"); do
-		(
-			trap - EXIT INT TERM
-			export POD_NAME=replica-$i
-			set -- "${argv[@]}"
-			shift
-			while [[ $1 == *=* ]]; do
-				export "${1?}"
-				shift
-			done
-			cd "$WORK"
-			: >"$dir/$i.ready"
-			read -r _ <&3
-			exec "$@" 3>&- >"$dir/$i.out" 2>"$dir/$i.err"
-		) &
-		pids+=("$!")
-	done
-	BG_PIDS+=("${pids[@]}")
-	for _ in $(seq 1 1500); do
-		[ "$(find "$dir" -name '*.ready' | wc -l)" -ge "$n" ] && break
-		sleep 0.02
-	done
-	sleep 0.2
-	(
-		trap - EXIT INT
-		trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-		sleep "$STORM_TIMEOUT" &
-		sp=$!
-		wait "$sp"
-		kill -TERM "${pids[@]}" 2>/dev/null
-		sleep 5
-		kill -KILL "${pids[@]}" 2>/dev/null
-	) &
-	wd=$!
-	times >"$WORK/times.0"
-	t0=$EPOCHREALTIME
-	printf '\n%.0s' $(seq 1 "$n") >&3
-	exec 3>&-
-	for i in "${pids[@]}"; do
-		rc=0
-		wait "$i" || rc=$?
-		rcs+=("$rc")
-	done
-	t1=$EPOCHREALTIME
-	times >"$WORK/times.1"
-	kill -TERM "$wd" 2>/dev/null
-	wait "$wd" 2>/dev/null || true
-	BG_PIDS=()
+	barrier_run "$dir" "$n" "$STORM_TIMEOUT" "${argv[@]}"
+	rcs=("${BARRIER_RCS[@]}")
+	t0=$BARRIER_T0 t1=$BARRIER_T1
 	local nonzero=0 counts wall_ms retried=0 errs cpu_ms
 	# CPU (user + system) of the replicas: the growth of this shell's
 	# children's times (line 2 of `times`) over the storm.
 	cpu_ms=$(awk 'function s(t) { split(t, a, /[ms]/); return a[1] * 60 + a[2] }
-		FNR == 2 { v = s($1) + s($2); if (NR == FNR) b = v; else e = v } END { printf "%.0f", (e - b) * 1000 }' "$WORK/times.0" "$WORK/times.1")
+		FNR == 2 { v = s($1) + s($2); if (NR == FNR) b = v; else e = v } END { printf "%.0f", (e - b) * 1000 }' "$dir/times.0" "$dir/times.1")
 	for rc in "${rcs[@]}"; do [ "$rc" = 0 ] || nonzero=$((nonzero + 1)); done
 	wall_ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", (b - a) * 1000}')
 	counts=$(psqlc -d "$db" -F ' ' -c "SELECT count(*), count(DISTINCT version) FROM applied_log")
