@@ -9,6 +9,10 @@ import (
 
 func (l *linter) createTable(p *parsedFile, n pgparse.Node) []raw {
 	key := tableKey(n.Child("relation"))
+	if n.Bool("if_not_exists") && l.cat.online && l.cat.tables[key].exists {
+		// A no-op on the server: the table, its rows and its columns stay.
+		return nil
+	}
 	l.create(p, key)
 	var out []raw
 	pkCols := map[string]bool{}

@@ -59,7 +59,9 @@ func (c *catalog) column(table, col string) (colType, bool) {
 }
 
 // names collects the relation and function names the linted statements
-// mention, as the catalog queries take them.
+// mention, as the catalog queries take them. A table first mentioned by a
+// plain CREATE TABLE cannot be in the catalog yet (the CREATE would fail):
+// it is left out, so that a set of new tables is linted without asking.
 func names(files []parsedFile) (rels, funcs []string) {
 	seenR, seenF := map[string]bool{}, map[string]bool{}
 	for _, p := range files {
@@ -68,6 +70,10 @@ func names(files []parsedFile) (rels, funcs []string) {
 		}
 		for _, st := range p.stmts {
 			st.Node.Walk(func(n pgparse.Node) bool {
+				// Walk visits a statement before its children.
+				if n.Type == "CreateStmt" && !n.Bool("if_not_exists") {
+					seenR[tableKey(n.Child("relation"))] = true
+				}
 				if n.Type == "" && n.Str("relname") != "" {
 					if k := tableKey(n); !seenR[k] {
 						seenR[k] = true
@@ -144,11 +150,23 @@ JOIN pg_attribute a ON a.attrelid = to_regclass(n.reg) AND a.attnum > 0 AND NOT 
 
 // readCatalog asks the database about every name the files mention: four
 // queries at most, whatever the number of files (three when the files call
-// no function).
+// no function, one or two when they name no table that may exist).
 func readCatalog(ctx context.Context, db Querier, files []parsedFile) (_ *catalog, err error) {
 	c := &catalog{online: true, tables: map[string]tableInfo{}, indexTable: map[string]string{},
 		columns: map[string]map[string]columnInfo{}, volatile: map[string]bool{}}
 	rels, funcs := names(files)
+	if len(rels) == 0 {
+		// No table to size: the version is all there is to read (and the
+		// functions), with no lock_timeout to set around it.
+		rows, err := db.Query(ctx, `SELECT current_setting('server_version_num')::int / 10000`)
+		if err != nil {
+			return nil, err
+		}
+		if _, err = pgx.ForEachRow(rows, []any{&c.version}, func() error { return nil }); err != nil {
+			return nil, err
+		}
+		return c, c.readFuncs(ctx, db, funcs)
+	}
 	regs := make([]string, len(rels))
 	for i, k := range rels {
 		regs[i] = regclassText(k)

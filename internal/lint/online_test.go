@@ -145,3 +145,49 @@ func TestOnlineTableLockedExclusive(t *testing.T) {
 		t.Fatalf("unlocked: findings %q", got)
 	}
 }
+
+// countingDB counts the queries the lint sends.
+type countingDB struct {
+	*pgx.Conn
+	queries int
+}
+
+func (c *countingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c.queries++
+	return c.Conn.Query(ctx, sql, args...)
+}
+
+// TestOnlineNewTablesOneQuery: files that only create tables and work on
+// them cost the gate one query (the server's version), not the catalog's
+// four; a CREATE TABLE IF NOT EXISTS may name a table that exists, so the
+// catalog is still asked about it, and its size still decides.
+func TestOnlineNewTablesOneQuery(t *testing.T) {
+	conn := onlineDB(t, `
+CREATE TABLE big (id bigint PRIMARY KEY, v text);
+INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 20000) g;
+ANALYZE big;`)
+	for _, tc := range []struct {
+		name     string
+		files    []File
+		queries  int
+		findings []string
+	}{
+		{"new tables", []File{{Name: "2_t.sql", SQL: "CREATE TABLE n1 (id bigint PRIMARY KEY, v text);\nCREATE INDEX ON n1 (v);"},
+			{Name: "3_u.sql", SQL: "CREATE TABLE n2 (id bigint REFERENCES n1);\nALTER TABLE n1 ALTER COLUMN v SET NOT NULL;"}}, 1, nil},
+		{"if not exists", []File{{Name: "2_t.sql", SQL: "CREATE TABLE IF NOT EXISTS big (id bigint PRIMARY KEY, v text);\nCREATE INDEX ON big (v);"}},
+			4, []string{"2_t.sql:2:index-concurrently"}},
+		{"an existing table named", []File{{Name: "2_t.sql", SQL: "CREATE TABLE n3 (id bigint REFERENCES big);"}}, 4, nil},
+	} {
+		db := &countingDB{Conn: conn}
+		rep, err := Lint(context.Background(), tc.files, Options{DB: db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := findingKeys(rep); !rep.Online || rep.PGVersion != 15 || !slices.Equal(got, tc.findings) {
+			t.Errorf("%s: online %v, version %d, findings %q, want %q", tc.name, rep.Online, rep.PGVersion, got, tc.findings)
+		}
+		if db.queries != tc.queries {
+			t.Errorf("%s: %d queries, want %d", tc.name, db.queries, tc.queries)
+		}
+	}
+}
