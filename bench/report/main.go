@@ -411,7 +411,10 @@ func (r *report) icount(b *strings.Builder) {
 		"× floor and × goose compare with their run of the same command; spread = (max − min) / median of the runs.\n\n", r.meta["icount_counter"])
 	fmt.Fprintf(b, "| tool | command | instructions (M) | × floor | × goose | runs (M) | spread |\n|---|---|---:|---:|---:|---|---:|\n")
 	ratio := func(x icountRow, tool string) string {
-		what := strings.TrimSuffix(strings.TrimSuffix(x.what, ", set embedded"), ", with symbols")
+		what := x.what
+		for _, variant := range []string{", set embedded", ", with symbols", ", lint gate off"} {
+			what = strings.TrimSuffix(what, variant)
+		}
 		if other, has := by[tool+"/"+what]; has && other.tool != x.tool {
 			return fmtRatio(x.median(), other.median())
 		}
