@@ -135,11 +135,13 @@ while read -r name path; do ln -sf "$path" "$BIN/$name"; done <<<"$peers"
 meta goose "$(go version -m "$BIN/goose" | awk '$1 == "mod" {print $2 "@" $3; exit}')"
 STATIC_FLAGS=(-trimpath -tags netgo,osusergo -ldflags "-s -w -linkmode external -extldflags -static")
 PURE_FLAGS=(-trimpath -ldflags "-s -w")
-info "building lockmigrate (static cgo, as shipped; and CGO_ENABLED=0 for valgrind), floor, rtproxy, scale"
+info "building lockmigrate as shipped (pure Go, its static cgo parser helper next to it), floor, rtproxy, scale"
 (
 	cd "$REPO"
-	CGO_ENABLED=1 go build "${STATIC_FLAGS[@]}" -o "$BIN/lockmigrate" .
-	CGO_ENABLED=0 go build "${PURE_FLAGS[@]}" -o "$BIN/lockmigrate-pure" .
+	CGO_ENABLED=0 go build "${PURE_FLAGS[@]}" -o "$BIN/lockmigrate" .
+	CGO_ENABLED=1 go build "${STATIC_FLAGS[@]}" -o "$BIN/lockmigrate-pgparse" ./cmd/lockmigrate-pgparse
+	# valgrind counts the same binary.
+	ln -sf lockmigrate "$BIN/lockmigrate-pure"
 	CGO_ENABLED=0 go build "${PURE_FLAGS[@]}" -o "$BIN/floor" ./bench/floor
 	go build -o "$BIN/rtproxy" ./bench/rtproxy
 	go build -o "$BIN/scale" ./bench/scale
@@ -285,8 +287,8 @@ if has noop; then
 		cp "$SETS/noop$s/lm/"*.sql "$WORK/src/migrations/"
 		(
 			cd "$WORK/src"
-			CGO_ENABLED=1 go build "${STATIC_FLAGS[@]}" -o "$BIN/lockmigrate-emb$s" .
-			CGO_ENABLED=0 go build "${PURE_FLAGS[@]}" -o "$BIN/lockmigrate-pure-emb$s" .
+			CGO_ENABLED=0 go build "${PURE_FLAGS[@]}" -o "$BIN/lockmigrate-emb$s" .
+			ln -sf "lockmigrate-emb$s" "$BIN/lockmigrate-pure-emb$s"
 		)
 		fresh "noop_lm_$s"
 		fresh "noop_goose_$s"
