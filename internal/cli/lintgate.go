@@ -53,6 +53,8 @@ func newLintGate(cfg *config.Config, log *slog.Logger) *lintGate {
 	}
 	opts := lintOptions(cfg)
 	opts.PGVersion = 0 // online: the server's
+	// Every tenant of a fleet lints the same files: parse each text once.
+	opts.Cache = &lint.ParseCache{}
 	return &lintGate{refuse: cfg.Lint == "error", opts: opts, log: log}
 }
 

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/lockmigrate/lockmigrate/internal/lint/pgparse"
@@ -66,6 +67,48 @@ type Options struct {
 	// catalog decides table sizes and its version the version-dependent
 	// rules.
 	DB Querier
+	// Cache, when set, keeps each file text's parse for later calls with
+	// the same cache (see ParseCache).
+	Cache *ParseCache
+}
+
+// ParseCache keeps the parse of each file text across Lint calls: a
+// multi-tenant run lints the same files once per tenant, and only the
+// catalog differs between tenants, so each text goes to the parser once
+// per process. Safe for concurrent use; it holds what it was given to
+// parse, a migration set's files.
+type ParseCache struct {
+	mu sync.Mutex
+	m  map[string]parse
+}
+
+// parse is what parseFile keeps of a text: read-only once made.
+type parse struct {
+	stmts  []pgparse.Stmt
+	syntax *pgparse.SyntaxError
+	lines  []int
+}
+
+func (c *ParseCache) get(sql string) (parse, bool) {
+	if c == nil {
+		return parse{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.m[sql]
+	return p, ok
+}
+
+func (c *ParseCache) put(sql string, p parse) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]parse{}
+	}
+	c.m[sql] = p
 }
 
 // Finding is one problem found in a file.
@@ -126,7 +169,7 @@ func Lint(ctx context.Context, files []File, opts Options) (*Report, error) {
 	rep := &Report{PGVersion: opts.PGVersion}
 	for i, f := range files {
 		var err error
-		if parsed[i], err = parseFile(f); err != nil {
+		if parsed[i], err = parseFile(f, opts.Cache); err != nil {
 			return nil, fmt.Errorf("lint: parse %s: %w", f.Name, err)
 		}
 		if !f.Applied {
@@ -163,9 +206,13 @@ type parsedFile struct {
 	lines  []int // byte offset of each line's start
 }
 
-// parseFile parses a file; its syntax errors are its finding, the error
-// a parser that could not run (a helper that failed).
-func parseFile(f File) (parsedFile, error) {
+// parseFile parses a file (or takes its text's parse from cache); its
+// syntax errors are its finding, the error a parser that could not run (a
+// helper that failed).
+func parseFile(f File, cache *ParseCache) (parsedFile, error) {
+	if c, ok := cache.get(f.SQL); ok {
+		return parsedFile{File: f, stmts: c.stmts, syntax: c.syntax, lines: c.lines}, nil
+	}
 	p := parsedFile{File: f, lines: []int{0}}
 	for i := 0; i < len(f.SQL); i++ {
 		if f.SQL[i] == '\n' {
@@ -182,9 +229,10 @@ func parseFile(f File) (parsedFile, error) {
 			se = &pgparse.SyntaxError{Msg: err.Error(), Offset: 0}
 		}
 		p.syntax = se
-		return p, nil
+	} else {
+		p.stmts = stmts
 	}
-	p.stmts = stmts
+	cache.put(f.SQL, parse{stmts: p.stmts, syntax: p.syntax, lines: p.lines})
 	return p, nil
 }
 

@@ -191,3 +191,34 @@ ANALYZE big;`)
 		}
 	}
 }
+
+// TestParseCache: with a cache, a second lint of the same texts (the next
+// tenant of a fleet, against its own catalog) parses nothing and finds
+// what the first found for the same catalog; the Applied flag and the
+// catalog still come from each call, and a syntax error is kept too.
+func TestParseCache(t *testing.T) {
+	big := onlineDB(t, `CREATE TABLE t (id bigint PRIMARY KEY, v text);
+INSERT INTO t SELECT g, 'v' FROM generate_series(1, 20000) g; ANALYZE t;`)
+	empty := onlineDB(t, `CREATE TABLE t (id bigint PRIMARY KEY, v text); ANALYZE t;`)
+	files := []File{{Name: "1_t.sql", SQL: "CREATE TABLE t (id bigint PRIMARY KEY, v text);", Applied: true},
+		{Name: "2_i.sql", SQL: "CREATE INDEX ON t (v);"}, {Name: "3_bad.sql", SQL: "CREATE INDX;"}}
+	cache := &ParseCache{}
+	var sev []string
+	for i, conn := range []*pgx.Conn{big, empty, big} {
+		before := pgparse.Parses()
+		rep, err := Lint(context.Background(), files, Options{DB: conn, Cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := pgparse.Parses() - before; (i == 0) != (n == 3) || (i > 0 && n != 0) {
+			t.Fatalf("lint %d parsed %d texts", i, n)
+		}
+		if got := findingKeys(rep); !slices.Equal(got, []string{"2_i.sql:1:index-concurrently", "3_bad.sql:1:syntax-error"}) {
+			t.Fatalf("lint %d: findings %q", i, got)
+		}
+		sev = append(sev, severities(rep)[0])
+	}
+	if want := []string{"index-concurrently:error", "index-concurrently:warning", "index-concurrently:error"}; !slices.Equal(sev, want) {
+		t.Fatalf("severities %q, want %q (each call's own catalog)", sev, want)
+	}
+}
