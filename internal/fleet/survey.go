@@ -105,10 +105,27 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 	if err != nil {
 		return sv, err
 	}
+	current, err := s.readChunks(ctx, sv, withTable)
+	if err != nil {
+		return sv, err
+	}
+	for _, t := range sv.Tenants {
+		if !current[t] {
+			sv.Pending = append(sv.Pending, t)
+		}
+	}
+	return sv, nil
+}
+
+// readChunks reads the history rows of the tenants with a history table,
+// one query per chunk of them, into sv (Queries, Ahead, Rows), and returns
+// the current ones.
+func (s Surveyor) readChunks(ctx context.Context, sv *Survey, withTable []string) (map[string]bool, error) {
 	current := map[string]bool{}
 	if s.KeepRows {
 		sv.Rows = map[string][]runner.HistoryRow{}
 	}
+	need := s.inPhase()
 	for start := 0; start < len(withTable); start += s.ChunkSize {
 		chunk := withTable[start:min(start+s.ChunkSize, len(withTable))]
 		states, rows, err := s.chunk(ctx, chunk)
@@ -116,10 +133,10 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 		if err != nil {
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) {
-				return sv, err
+				return nil, err
 			}
 			if s.KeepRows {
-				return sv, fmt.Errorf("read the history tables of tenants %s to %s (%d tenants, one query): %w",
+				return nil, fmt.Errorf("read the history tables of tenants %s to %s (%d tenants, one query): %w",
 					chunk[0], chunk[len(chunk)-1], len(chunk), err)
 			}
 			// A tenant dropped since the catalog query, or a history table
@@ -130,7 +147,7 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 			continue
 		}
 		for i, st := range states {
-			if st.current(s.inPhase()) {
+			if st.current(need) {
 				current[chunk[i]] = true
 				if st.ahead > 0 {
 					sv.Ahead = append(sv.Ahead, chunk[i])
@@ -141,12 +158,7 @@ func (s Surveyor) Survey(ctx context.Context) (*Survey, error) {
 			}
 		}
 	}
-	for _, t := range sv.Tenants {
-		if !current[t] {
-			sv.Pending = append(sv.Pending, t)
-		}
-	}
-	return sv, nil
+	return current, nil
 }
 
 // list runs the tenants query.
