@@ -261,7 +261,12 @@ func (h historyState) current(migs int) bool {
 // tenant's position in the chunk (so no name is ever put in a literal;
 // names are quoted as identifiers). Plain rows, compared here: PostgreSQL
 // plans every UNION ALL branch, and expressions or aggregates in 500
-// branches cost it several times what sending the rows costs. With
+// branches cost it several times what sending the rows costs. Each branch
+// ends in OFFSET 0, which keeps the planner from pulling the branches up
+// into one append relation of 500 members: that costs it more per branch
+// the more branches there are (planning one chunk of 500 tenants, each
+// table opened for the first time in the session: about 95 ms pulled up,
+// 45 ms with OFFSET 0; 1,400 ms against 95 ms at 1,000 branches). With
 // KeepRows it also returns every tenant's rows (every column), unsorted.
 func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, [][]runner.HistoryRow, error) {
 	columns := ", version, state, checksum FROM "
@@ -273,10 +278,11 @@ func (s Surveyor) chunk(ctx context.Context, tenants []string) ([]historyState, 
 		if i > 0 {
 			b.WriteString("\nUNION ALL ")
 		}
-		b.WriteString("SELECT ")
+		b.WriteString("(SELECT ")
 		b.WriteString(strconv.Itoa(i))
 		b.WriteString(columns)
 		b.WriteString(pgx.Identifier{t, s.Table}.Sanitize())
+		b.WriteString(" OFFSET 0)")
 	}
 	checksums := make(map[int64]*runner.Migration, len(s.Migrations))
 	for _, m := range s.Migrations {
