@@ -104,7 +104,7 @@ fi
 # duration-bound run (-fuzztime 10s) fails now and then with a bare "context
 # deadline exceeded" and no failing input, a race in Go's fuzzing coordinator
 # at the deadline (golang/go#51484) that hit this CI on FuzzLoad; a count has
-# no deadline to race. The counts take about 50 s together on 2 cores.
+# no deadline to race. The counts take about a minute together on 2 cores.
 # FUZZTIME=0 skips them; FUZZTIME=60s (any -fuzztime value) fuzzes each
 # target that long instead, for a longer search by hand. Skipped when the
 # arguments select tests.
@@ -119,6 +119,7 @@ if [ "$FUZZTIME" != 0 ] && [ "$#" -eq 0 ]; then
 	fuzz FuzzLoad ./runner/ 25000x
 	fuzz FuzzLoad ./internal/config/ 25000x
 	fuzz FuzzParse ./runner/internal/format/ 200000x
+	fuzz FuzzDecodeTree ./internal/lint/pgparse/ 100000x
 fi
 
 # Kubernetes packaging (helm/, deploy/): the nested module test/k8s, which

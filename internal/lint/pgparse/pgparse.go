@@ -15,7 +15,6 @@
 package pgparse
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -150,22 +149,16 @@ func parse(b backend, sql string) ([]Stmt, error) {
 	if err != nil {
 		return nil, located(sql, err)
 	}
-	var tree struct {
-		Stmts []struct {
-			Stmt     map[string]any `json:"stmt"`
-			Location int            `json:"stmt_location"`
-			Len      int            `json:"stmt_len"`
-		} `json:"stmts"`
-	}
-	if err := json.Unmarshal([]byte(raw), &tree); err != nil {
+	stmts, err := treeStmts(raw)
+	if err != nil {
 		return nil, fmt.Errorf("decode the parse tree: %w", err)
 	}
 	toks, err := scan(b, sql)
 	if err != nil {
 		return nil, located(sql, err)
 	}
-	out := make([]Stmt, 0, len(tree.Stmts))
-	for _, s := range tree.Stmts {
+	out := make([]Stmt, 0, len(stmts))
+	for _, s := range stmts {
 		end := len(sql)
 		if s.Len > 0 {
 			end = s.Location + s.Len
@@ -186,6 +179,38 @@ func parse(b backend, sql string) ([]Stmt, error) {
 			st.Start, st.End = s.Location, end
 		}
 		out = append(out, st)
+	}
+	return out, nil
+}
+
+// rawStmt is one element of the parse tree's "stmts".
+type rawStmt struct {
+	Stmt          map[string]any
+	Location, Len int
+}
+
+// treeStmts decodes libpg_query's JSON parse tree ({"version": …,
+// "stmts": [{"stmt": {…}, "stmt_location": N, "stmt_len": N}, …]}).
+func treeStmts(raw string) ([]rawStmt, error) {
+	v, err := decodeTree(raw)
+	if err != nil {
+		return nil, err
+	}
+	top, ok := v.(map[string]any)
+	if !ok {
+		return nil, errors.New("the parse tree is not an object")
+	}
+	list, _ := top["stmts"].([]any)
+	out := make([]rawStmt, 0, len(list))
+	for _, e := range list {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return nil, errors.New("a statement of the parse tree is not an object")
+		}
+		st, _ := m["stmt"].(map[string]any)
+		loc, _ := m["stmt_location"].(float64)
+		n, _ := m["stmt_len"].(float64)
+		out = append(out, rawStmt{Stmt: st, Location: int(loc), Len: int(n)})
 	}
 	return out, nil
 }
