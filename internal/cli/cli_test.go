@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,29 @@ func TestPlanAndUnlockInHelp(t *testing.T) {
 	for _, cmd := range []string{"unlock", "plan"} {
 		if r := runIn(t, context.Background(), nil, cmd, "--bogus"); r.Code != exitUsage || strings.Contains(r.Stderr, "unknown command") {
 			t.Errorf("%s --bogus: exit %d\n%s", cmd, r.Code, r.Stderr)
+		}
+	}
+}
+
+// TestGCPercent: a run sets the collector to gcPercent unless GOGC is set,
+// in which case the runtime has already read it and Run leaves it alone.
+func TestGCPercent(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	for _, tc := range []struct {
+		gogc string
+		want int
+	}{{"", gcPercent}, {"150", 100}} {
+		debug.SetGCPercent(100)
+		getenv := func(k string) string {
+			if k == "GOGC" {
+				return tc.gogc
+			}
+			return ""
+		}
+		Run(context.Background(), []string{"version"}, getenv, io.Discard, io.Discard, "test")
+		if got := debug.SetGCPercent(100); got != tc.want {
+			t.Errorf("GOGC=%q: the collector's percent is %d, want %d", tc.gogc, got, tc.want)
 		}
 	}
 }
