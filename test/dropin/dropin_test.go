@@ -30,7 +30,7 @@ func checkLog(t *testing.T, conn *pgx.Conn, want []int) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("applied_log %v, want each of %v once", got, want)
 	}
-	if n := queryInt(t, conn, `SELECT count(*) - count(DISTINCT version) FROM applied_log`); n != 0 {
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*) - count(DISTINCT version) FROM applied_log`); n != 0 {
 		t.Fatalf("%d migrations ran more than once", n)
 	}
 }
@@ -51,7 +51,7 @@ func TestSameSchemaAsTheTool(t *testing.T) {
 			outcomes := checkGroup(t, group(t, procs, env(urlB, set.dir)), len(steps))
 			checkLog(t, connB, set.logged)
 			sameSchema(t, urlA, urlB)
-			if n := queryInt(t, connB, `SELECT count(*)::int FROM lockmigrate_history WHERE state = 'applied'`); n != len(steps) {
+			if n := pgtest.QueryInt(t, connB, `SELECT count(*)::int FROM lockmigrate_history WHERE state = 'applied'`); n != len(steps) {
 				t.Fatalf("%d applied history rows, want %d", n, len(steps))
 			}
 			pgtest.AssertNoAdvisoryLocks(t, connB)
@@ -90,7 +90,7 @@ func TestSwitch(t *testing.T) {
 			checkGroup(t, group(t, procs, env(urlB, set.dir)), len(steps)-half)
 			checkLog(t, connB, set.logged)
 			sameSchema(t, urlA, urlB)
-			if n := queryInt(t, connB, `SELECT count(*)::int FROM lockmigrate_history WHERE state = 'baseline'`); n != half {
+			if n := pgtest.QueryInt(t, connB, `SELECT count(*)::int FROM lockmigrate_history WHERE state = 'baseline'`); n != half {
 				t.Fatalf("%d baseline rows, want %d", n, half)
 			}
 		})
@@ -114,7 +114,7 @@ func TestDownNeverRuns(t *testing.T) {
 			if r := run(t, env(url, dir)); r.Code != 0 || r.Finished(t)["applied"] != 1.0 {
 				t.Fatalf("migrate: %s", r.Brief())
 			}
-			if n := queryInt(t, conn, `SELECT count(*)::int FROM pg_tables WHERE tablename = 'kept'`); n != 1 {
+			if n := pgtest.QueryInt(t, conn, `SELECT count(*)::int FROM pg_tables WHERE tablename = 'kept'`); n != 1 {
 				t.Fatal("the down section ran: table kept is gone")
 			}
 		})
@@ -176,7 +176,7 @@ func TestDownNeverRuns(t *testing.T) {
 // not even the history table.
 func nothingCreated(t *testing.T, conn *pgx.Conn) {
 	t.Helper()
-	if n := queryInt(t, conn, `SELECT count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	if n := pgtest.QueryInt(t, conn, `SELECT count(*)::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')`); n != 0 {
 		t.Fatalf("%d relations created", n)
 	}

@@ -149,15 +149,6 @@ func newDB(t *testing.T) (string, *pgx.Conn) {
 	return url, pgtest.Connect(t, url)
 }
 
-func queryInt(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 // historyTables are the tools' own tables, left out of the schema
 // comparison.
 var historyTables = []string{"lockmigrate_history", "goose_db_version", "goose_db_version_id_seq", "schema_migrations", "schema_version"}
