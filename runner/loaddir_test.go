@@ -3,9 +3,12 @@ package runner
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/lockmigrate/lockmigrate/internal/dirfs"
@@ -87,6 +90,50 @@ func BenchmarkLoadDir(b *testing.B) {
 				if _, err := Load(fsys.fs); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// TestLoadParallelMatchesSequential: a set large enough to be loaded by
+// several goroutines (dirfs) gives what one goroutine gives (os.DirFS,
+// which LoadFormat never shares out): the same migrations in the same
+// order, and for a broken set the same errors in the same order.
+func TestLoadParallelMatchesSequential(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
+	if !concurrentFS(dirfs.New(t.TempDir())) || concurrentFS(os.DirFS(".")) {
+		t.Fatal("concurrentFS: dirfs must be shared out, os.DirFS not")
+	}
+	n := 3*parallelLoad + 7
+	valid := map[string]string{}
+	for i := 1; i <= n; i++ {
+		body := fmt.Sprintf("CREATE TABLE t%d (id bigint);\n", i)
+		if i%97 == 0 {
+			body = "-- lockmigrate:no-transaction\nCREATE INDEX CONCURRENTLY ON t1 (id);\nSELECT 1;\n"
+		}
+		valid[fmt.Sprintf("%05d_t%d.sql", i, i)] = body
+	}
+	broken := maps.Clone(valid)
+	broken["00100_dup.sql"] = "SELECT 1;" // duplicate version 100
+	broken[fmt.Sprintf("%05d_bad.sql", n+1)] = "-- lockmigrate:bogus\nSELECT 1;"
+	broken["00700_t700.sql"] = "-- lockmigrate:no-transaction\nSELECT 'unterminated"
+	broken["x_name.sql"] = ""
+	for name, files := range map[string]map[string]string{"valid": valid, "broken": broken} {
+		t.Run(name, func(t *testing.T) {
+			dir := writeSet(t, files)
+			par, perr := Load(dirfs.New(dir))
+			seq, serr := Load(os.DirFS(dir))
+			if !reflect.DeepEqual(par, seq) {
+				t.Fatalf("migrations differ: %d loaded in parallel, %d in sequence", len(par), len(seq))
+			}
+			if fmt.Sprint(perr) != fmt.Sprint(serr) {
+				t.Fatalf("errors differ:\nparallel   %v\nsequential %v", perr, serr)
+			}
+			if name == "valid" && (perr != nil || len(par) != n) {
+				t.Fatalf("valid set: %d of %d migrations, %v", len(par), n, perr)
+			}
+			if name == "broken" && strings.Count(fmt.Sprint(perr), "\n") != 3 {
+				t.Fatalf("broken set: want 4 problems, got %v", perr)
 			}
 		})
 	}

@@ -27,6 +27,8 @@ type FS struct {
 	dir  string
 	base fs.FS
 	// mu guards scratch, the buffers ReadFile reuses from file to file.
+	// FS is safe for concurrent use: a ReadFile that finds mu taken uses
+	// buffers from scratchPool instead.
 	mu      sync.Mutex
 	scratch scratch
 }
@@ -72,10 +74,19 @@ func (f *FS) ReadFile(name string) ([]byte, error) {
 	if f.dir == "" || !validPath(name) {
 		return fs.ReadFile(f.base, name) // the same refusal as os.DirFS
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return readFile(f.dir, name, &f.scratch)
+	if f.mu.TryLock() {
+		defer f.mu.Unlock()
+		return readFile(f.dir, name, &f.scratch)
+	}
+	// Another goroutine reads (runner loads a large set in parallel): a
+	// scratch of its own from the pool, not a wait for the lock.
+	s := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(s)
+	return readFile(f.dir, name, s)
 }
+
+// scratchPool holds the buffers of concurrent ReadFile calls.
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 // validPath reports whether name is a valid path (fs.ValidPath) without a
 // NUL, which os.DirFS refuses with errors of its own. A plain file name,
