@@ -25,6 +25,15 @@ func (inProcess) scanProtobuf(sql string) ([]byte, error) {
 	return out, syntaxError(err)
 }
 
+func (p inProcess) parseAndScan(sql string) (string, []byte, error) {
+	tree, err := p.parseJSON(sql)
+	if err != nil {
+		return "", nil, err
+	}
+	scanned, err := p.scanProtobuf(sql)
+	return tree, scanned, err
+}
+
 func (inProcess) unavailable() error { return nil }
 
 func syntaxError(err error) error {

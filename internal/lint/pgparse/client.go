@@ -128,6 +128,18 @@ func (c *Client) parseJSON(sql string) (string, error) {
 
 func (c *Client) scanProtobuf(sql string) ([]byte, error) { return c.call(opScan, sql) }
 
+func (c *Client) parseAndScan(sql string) (string, []byte, error) {
+	out, err := c.call(opParseScan, sql)
+	if err != nil {
+		return "", nil, err
+	}
+	tree, scanned, err := splitParseScan(out)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %s: %w", ErrHelper, c.path, err)
+	}
+	return tree, scanned, nil
+}
+
 // prestart starts the helper in a goroutine if none runs (Prestart). It
 // takes mu before it returns, and the goroutine releases it once started,
 // so the next call waits for that start; a call in flight (mu held) starts

@@ -212,7 +212,8 @@ func TestClientNotAHelper(t *testing.T) {
 		{"echoes its input", "exec cat", `status 'H'`},
 		{"prints text", "echo hello; cat >/dev/null", "malformed frame"},
 		{"never answers", "exec sleep 600", "i/o timeout"},
-		{"other protocol version", `printf 'o\000\000\000\024lockmigrate-pgparse\002'; cat >/dev/null`, "it speaks protocol version 2, this lockmigrate 1"},
+		{"other protocol version", fmt.Sprintf(`printf 'o\000\000\000\024lockmigrate-pgparse\%03o'; cat >/dev/null`, protocolVersion+1),
+			fmt.Sprintf("it speaks protocol version %d, this lockmigrate %d", protocolVersion+1, protocolVersion)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

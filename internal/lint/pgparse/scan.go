@@ -63,7 +63,15 @@ func scan(be backend, sql string) ([]token, error) {
 	if err != nil {
 		return nil, err
 	}
-	var toks []token
+	return decodeScan(b)
+}
+
+// decodeScan decodes the lexer's protobuf ScanResult.
+func decodeScan(b []byte) ([]token, error) {
+	var (
+		toks []token
+		err  error
+	)
 	for len(b) > 0 {
 		field, wire, n := tag(b)
 		if n <= 0 {

@@ -43,19 +43,26 @@ func answer(op byte, payload []byte) (status byte, out []byte) {
 			return statusError, fmt.Appendf(nil, "lockmigrate-pgparse speaks protocol version %d, the client %v: install the lockmigrate-pgparse of the same build", protocolVersion, payload)
 		}
 		return statusOK, hello()
-	case opParse, opScan:
+	case opParse, opScan, opParseScan:
 		sql := string(payload)
 		if strings.IndexByte(sql, 0) >= 0 {
 			// The client never sends one (Parse refuses it first): C
 			// would read the text as ending there.
 			return statusError, []byte("NUL byte in the text")
 		}
-		if op == opParse {
+		switch op {
+		case opParse:
 			var s string
 			s, err = inProcess{}.parseJSON(sql)
 			res = []byte(s)
-		} else {
+		case opScan:
 			res, err = inProcess{}.scanProtobuf(sql)
+		default:
+			var tree string
+			var scanned []byte
+			if tree, scanned, err = (inProcess{}).parseAndScan(sql); err == nil {
+				res = joinParseScan(tree, scanned)
+			}
 		}
 	default:
 		return statusError, fmt.Appendf(nil, "unknown op %q", op)

@@ -52,7 +52,8 @@ func TestServe(t *testing.T) {
 	for _, f := range []struct {
 		op      byte
 		payload string
-	}{{opHello, "\x01"}, {opParse, "SELECT 1"}, {opScan, "SELECT 1"}, {opParse, "SELEC 1"}, {'?', ""}, {opHello, "\x02"}, {opParse, "SELECT\x00"}} {
+	}{{opHello, string(rune(protocolVersion))}, {opParse, "SELECT 1"}, {opScan, "SELECT 1"}, {opParse, "SELEC 1"}, {'?', ""},
+		{opHello, string(rune(protocolVersion - 1))}, {opParse, "SELECT\x00"}, {opParseScan, "SELECT 1"}, {opParseScan, "SELEC 1"}} {
 		if err := writeFrame(w, f.op, []byte(f.payload)); err != nil {
 			t.Fatal(err)
 		}
@@ -62,13 +63,20 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(&out)
-	want := []byte{statusOK, statusOK, statusOK, statusSyntax, statusError, statusError, statusError}
+	want := []byte{statusOK, statusOK, statusOK, statusSyntax, statusError, statusError, statusError, statusOK, statusSyntax}
+	tree, _ := inProcess{}.parseJSON("SELECT 1")
+	scanned, _ := inProcess{}.scanProtobuf("SELECT 1")
 	for i, st := range want {
 		got, payload, err := readFrame(r)
 		if err != nil || got != st {
 			t.Fatalf("response %d: status %q (%v), want %q; %q", i, got, err, st, payload)
 		}
-		if i == 3 {
+		if i == 7 {
+			if gt, gs, err := splitParseScan(payload); err != nil || gt != tree || !bytes.Equal(gs, scanned) {
+				t.Fatalf("parse and scan: %q %q %v, want %q %q", gt, gs, err, tree, scanned)
+			}
+		}
+		if i == 3 || i == 8 {
 			if se, err := decodeSyntax(payload); err != nil || se.Offset != 0 || !strings.Contains(se.Msg, "SELEC") {
 				t.Fatalf("syntax error: %+v, %v", se, err)
 			}
@@ -79,5 +87,19 @@ func TestServe(t *testing.T) {
 	}
 	if err := Serve(strings.NewReader("P\x00\x00"), io.Discard); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("a truncated request: %v", err)
+	}
+}
+
+// TestSplitParseScan: the combined result's framing, and the lengths that
+// break it.
+func TestSplitParseScan(t *testing.T) {
+	tree, scanned, err := splitParseScan(joinParseScan(`{"stmts":[]}`, []byte{8, 1}))
+	if err != nil || tree != `{"stmts":[]}` || !bytes.Equal(scanned, []byte{8, 1}) {
+		t.Fatalf("round trip: %q %v %v", tree, scanned, err)
+	}
+	for _, b := range [][]byte{nil, {0, 0, 0}, {0, 0, 0, 5, 'a'}, {0xff, 0xff, 0xff, 0xff}} {
+		if _, _, err := splitParseScan(b); !errors.Is(err, errFrame) {
+			t.Errorf("%v: %v, want errFrame", b, err)
+		}
 	}
 }

@@ -23,7 +23,7 @@ import (
 const (
 	// protocolVersion changes with any change to the framing or to the
 	// meaning of an op.
-	protocolVersion = 1
+	protocolVersion = 2
 	helloMagic      = "lockmigrate-pgparse"
 
 	opHello byte = 'H'
@@ -33,6 +33,10 @@ const (
 	// opScan's payload is SQL text; its result the lexer's protobuf
 	// ScanResult (scanProtobuf).
 	opScan byte = 'S'
+	// opParseScan's payload is SQL text; its result both of the above
+	// (parseAndScan): the tree's uint32 big-endian length, the tree, the
+	// ScanResult. A syntax error is the parser's, as for opParse.
+	opParseScan byte = 'B'
 
 	statusOK byte = 'o'
 	// statusSyntax's payload is the SyntaxError: its int32 big-endian
@@ -118,4 +122,20 @@ func decodeSyntax(p []byte) (*SyntaxError, error) {
 		return nil, fmt.Errorf("%w: syntax error of %d bytes", errFrame, len(p))
 	}
 	return &SyntaxError{Offset: int(int32(binary.BigEndian.Uint32(p))), Msg: string(p[4:])}, nil
+}
+
+// joinParseScan is the result of opParseScan.
+func joinParseScan(tree string, scanned []byte) []byte {
+	out := make([]byte, 4, 4+len(tree)+len(scanned))
+	binary.BigEndian.PutUint32(out, uint32(len(tree)))
+	return append(append(out, tree...), scanned...)
+}
+
+// splitParseScan reads the result of opParseScan.
+func splitParseScan(b []byte) (tree string, scanned []byte, err error) {
+	if len(b) < 4 || uint64(binary.BigEndian.Uint32(b)) > uint64(len(b)-4) {
+		return "", nil, fmt.Errorf("%w: parse-and-scan result of %d bytes", errFrame, len(b))
+	}
+	n := 4 + int(binary.BigEndian.Uint32(b))
+	return string(b[4:n]), b[n:], nil
 }
