@@ -121,15 +121,10 @@ func (c *Client) missing(err error) error {
 		"or build lockmigrate with cgo, which links the parser in)", ErrUnavailable, HelperName, c.path, err, HelperName, HelperName)
 }
 
-func (c *Client) parseJSON(sql string) (string, error) {
-	out, err := c.call(opParse, sql)
-	return string(out), err
-}
-
 func (c *Client) scanProtobuf(sql string) ([]byte, error) { return c.call(opScan, sql) }
 
 func (c *Client) parseAndScan(sql string) (string, []byte, error) {
-	out, err := c.call(opParseScan, sql)
+	out, err := c.call(opParse, sql)
 	if err != nil {
 		return "", nil, err
 	}

@@ -69,7 +69,7 @@ func TestDecodeTreeRealTrees(t *testing.T) {
 	}
 	c := newClient(t)
 	for _, text := range texts {
-		raw, err := c.parseJSON(text)
+		raw, _, err := c.parseAndScan(text)
 		if err != nil {
 			t.Fatalf("parse %.40q: %v", text, err)
 		}
@@ -89,7 +89,7 @@ func BenchmarkDecodeTree(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	raw, err := builtin().parseJSON(string(text))
+	raw, _, err := builtin().parseAndScan(string(text))
 	if err != nil {
 		b.Skip("no parser in this build:", err)
 	}

@@ -21,7 +21,6 @@ var builtin = sync.OnceValue(func() backend {
 // missing is a parser that cannot be found.
 type missing struct{ err error }
 
-func (m missing) parseJSON(string) (string, error)            { return "", m.err }
 func (m missing) scanProtobuf(string) ([]byte, error)         { return nil, m.err }
 func (m missing) parseAndScan(string) (string, []byte, error) { return "", nil, m.err }
 func (m missing) unavailable() error                          { return m.err }

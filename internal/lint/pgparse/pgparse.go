@@ -39,15 +39,13 @@ var ErrHelper = errors.New("the PostgreSQL parser helper failed")
 // backend is where the texts are parsed: in this process (cgo) or by a
 // Client's helper.
 type backend interface {
-	// parseJSON is libpg_query's JSON parse tree of sql, or a
-	// *SyntaxError whose Offset is the parser's 0-based character
-	// position.
-	parseJSON(sql string) (string, error)
-	// scanProtobuf is the lexer's protobuf ScanResult of sql.
-	scanProtobuf(sql string) ([]byte, error)
-	// parseAndScan is parseJSON and scanProtobuf of sql at once: through
-	// the helper, one round trip instead of two for every file linted.
+	// parseAndScan is libpg_query's JSON parse tree of sql and the
+	// lexer's protobuf ScanResult of it (through the helper, in one round
+	// trip), or a *SyntaxError whose Offset is the parser's 0-based
+	// character position.
 	parseAndScan(sql string) (tree string, scanned []byte, err error)
+	// scanProtobuf is the lexer's protobuf ScanResult of sql alone.
+	scanProtobuf(sql string) ([]byte, error)
 	// unavailable is nil when the backend can parse, else the error
 	// (wrapping ErrUnavailable) that says why not.
 	unavailable() error

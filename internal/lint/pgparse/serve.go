@@ -43,26 +43,21 @@ func answer(op byte, payload []byte) (status byte, out []byte) {
 			return statusError, fmt.Appendf(nil, "lockmigrate-pgparse speaks protocol version %d, the client %v: install the lockmigrate-pgparse of the same build", protocolVersion, payload)
 		}
 		return statusOK, hello()
-	case opParse, opScan, opParseScan:
+	case opParse, opScan:
 		sql := string(payload)
 		if strings.IndexByte(sql, 0) >= 0 {
 			// The client never sends one (Parse refuses it first): C
 			// would read the text as ending there.
 			return statusError, []byte("NUL byte in the text")
 		}
-		switch op {
-		case opParse:
-			var s string
-			s, err = inProcess{}.parseJSON(sql)
-			res = []byte(s)
-		case opScan:
-			res, err = inProcess{}.scanProtobuf(sql)
-		default:
+		if op == opParse {
 			var tree string
 			var scanned []byte
 			if tree, scanned, err = (inProcess{}).parseAndScan(sql); err == nil {
 				res = joinParseScan(tree, scanned)
 			}
+		} else {
+			res, err = inProcess{}.scanProtobuf(sql)
 		}
 	default:
 		return statusError, fmt.Appendf(nil, "unknown op %q", op)

@@ -28,15 +28,13 @@ const (
 
 	opHello byte = 'H'
 	// opParse's payload is SQL text; its result libpg_query's JSON parse
-	// tree (parseJSON).
+	// tree and the lexer's tokens (parseAndScan): the tree's uint32
+	// big-endian length, the tree, the protobuf ScanResult. Parsing needs
+	// both, so they come in one round trip.
 	opParse byte = 'P'
 	// opScan's payload is SQL text; its result the lexer's protobuf
 	// ScanResult (scanProtobuf).
 	opScan byte = 'S'
-	// opParseScan's payload is SQL text; its result both of the above
-	// (parseAndScan): the tree's uint32 big-endian length, the tree, the
-	// ScanResult. A syntax error is the parser's, as for opParse.
-	opParseScan byte = 'B'
 
 	statusOK byte = 'o'
 	// statusSyntax's payload is the SyntaxError: its int32 big-endian
@@ -124,14 +122,14 @@ func decodeSyntax(p []byte) (*SyntaxError, error) {
 	return &SyntaxError{Offset: int(int32(binary.BigEndian.Uint32(p))), Msg: string(p[4:])}, nil
 }
 
-// joinParseScan is the result of opParseScan.
+// joinParseScan is the result of opParse.
 func joinParseScan(tree string, scanned []byte) []byte {
 	out := make([]byte, 4, 4+len(tree)+len(scanned))
 	binary.BigEndian.PutUint32(out, uint32(len(tree)))
 	return append(append(out, tree...), scanned...)
 }
 
-// splitParseScan reads the result of opParseScan.
+// splitParseScan reads the result of opParse.
 func splitParseScan(b []byte) (tree string, scanned []byte, err error) {
 	if len(b) < 4 || uint64(binary.BigEndian.Uint32(b)) > uint64(len(b)-4) {
 		return "", nil, fmt.Errorf("%w: parse-and-scan result of %d bytes", errFrame, len(b))
