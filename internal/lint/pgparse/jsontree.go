@@ -97,11 +97,8 @@ func (d *treeDecoder) object(depth int) (any, error) {
 	if depth > maxTreeDepth {
 		return nil, errTreeDepth
 	}
-	d.i++ // {
 	m := map[string]any{}
-	d.space()
-	if d.i < len(d.s) && d.s[d.i] == '}' {
-		d.i++
+	if d.open('}') {
 		return m, nil
 	}
 	for {
@@ -123,17 +120,13 @@ func (d *treeDecoder) object(depth int) (any, error) {
 			return nil, err
 		}
 		m[k] = v
-		d.space()
-		if d.i < len(d.s) && d.s[d.i] == ',' {
-			d.i++
-			d.space()
-			continue
+		done, err := d.next('}', "after an object value")
+		if err != nil {
+			return nil, err
 		}
-		if d.i < len(d.s) && d.s[d.i] == '}' {
-			d.i++
+		if done {
 			return m, nil
 		}
-		return nil, d.fail("after an object value")
 	}
 }
 
@@ -141,11 +134,8 @@ func (d *treeDecoder) array(depth int) (any, error) {
 	if depth > maxTreeDepth {
 		return nil, errTreeDepth
 	}
-	d.i++ // [
 	l := []any{}
-	d.space()
-	if d.i < len(d.s) && d.s[d.i] == ']' {
-		d.i++
+	if d.open(']') {
 		return l, nil
 	}
 	for {
@@ -154,18 +144,45 @@ func (d *treeDecoder) array(depth int) (any, error) {
 			return nil, err
 		}
 		l = append(l, v)
-		d.space()
-		if d.i < len(d.s) && d.s[d.i] == ',' {
-			d.i++
-			d.space()
-			continue
+		done, err := d.next(']', "after an array element")
+		if err != nil {
+			return nil, err
 		}
-		if d.i < len(d.s) && d.s[d.i] == ']' {
-			d.i++
+		if done {
 			return l, nil
 		}
-		return nil, d.fail("after an array element")
 	}
+}
+
+// open steps over the opening byte of an object or array at d.i and the
+// space after it, and reports whether the container is empty (closing
+// comes next, and is stepped over too).
+func (d *treeDecoder) open(closing byte) (empty bool) {
+	d.i++
+	d.space()
+	if d.i < len(d.s) && d.s[d.i] == closing {
+		d.i++
+		return true
+	}
+	return false
+}
+
+// next reads what follows an element of an object or array: a comma and
+// the space after it (more elements), or the closing byte (done).
+func (d *treeDecoder) next(closing byte, where string) (done bool, err error) {
+	d.space()
+	if d.i < len(d.s) {
+		switch d.s[d.i] {
+		case ',':
+			d.i++
+			d.space()
+			return false, nil
+		case closing:
+			d.i++
+			return true, nil
+		}
+	}
+	return false, d.fail(where)
 }
 
 // str reads a string at d.i (its opening quote). The common case, plain
