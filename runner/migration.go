@@ -147,26 +147,24 @@ const parallelLoad = 512
 const maxLoaders = 4
 
 // loadFiles loads names[i] into slab[i], and returns each file's error at
-// its index (nil when none failed). The results, and so the errors a run
+// its index (a nil slice when one goroutine loaded them all and none
+// failed). The results, and so the errors a run
 // reports and their order, do not depend on how the work was shared.
 func loadFiles(fsys fs.FS, names []string, f Format, slab []Migration) []error {
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(names))
-		}
-		errs[i] = err
-	}
 	workers := min(runtime.GOMAXPROCS(0), maxLoaders)
 	if len(names) < parallelLoad || workers < 2 || !concurrentFS(fsys) {
+		var errs []error // allocated on the first failure: the usual set has none
 		for i, name := range names {
 			if err := loadFile(fsys, name, f, &slab[i]); err != nil {
-				fail(i, err)
+				if errs == nil {
+					errs = make([]error, len(names))
+				}
+				errs[i] = err
 			}
 		}
 		return errs
 	}
-	all := make([]error, len(names))
+	errs := make([]error, len(names))
 	const batch = 64 // files a goroutine takes at a time
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -178,17 +176,12 @@ func loadFiles(fsys fs.FS, names []string, f Format, slab []Migration) []error {
 					return
 				}
 				for i := start; i < min(start+batch, len(names)); i++ {
-					all[i] = loadFile(fsys, names[i], f, &slab[i])
+					errs[i] = loadFile(fsys, names[i], f, &slab[i])
 				}
 			}
 		})
 	}
 	wg.Wait()
-	for i, err := range all {
-		if err != nil {
-			fail(i, err)
-		}
-	}
 	return errs
 }
 
