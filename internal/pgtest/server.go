@@ -86,6 +86,10 @@ type Options struct {
 	// StartTimeout bounds how long Start and Restart wait for the server to
 	// accept connections. Zero means 30 seconds.
 	StartTimeout time.Duration
+
+	// TLS turns on ssl with a self-signed certificate made for the run
+	// (Server.CACert); clients may connect with or without TLS.
+	TLS bool
 }
 
 // Server is a running throwaway PostgreSQL cluster. All methods are safe for
@@ -99,6 +103,7 @@ type Server struct {
 	conf         []string // harness settings plus ExtraConf, without port
 	baseConf     []byte   // postgresql.conf as written by initdb
 	cred         *syscall.Credential
+	caCert       []byte // PEM of the TLS certificate, when Options.TLS
 
 	mu      sync.Mutex // guards proc and stopped
 	proc    *process
@@ -177,6 +182,12 @@ func Start(opts Options) (_ *Server, err error) {
 	}
 	if err := s.initdb(); err != nil {
 		return nil, err
+	}
+	if opts.TLS {
+		if err := s.writeTLSCert(); err != nil {
+			return nil, err
+		}
+		opts.ExtraConf = append([]string{"ssl = on"}, opts.ExtraConf...)
 	}
 
 	maxConn := opts.MaxConnections
