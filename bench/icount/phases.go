@@ -23,7 +23,7 @@ var milestones = []Milestone{
 	{"CLI start: signal handler, redactor, run id, first logger", "main.main"},
 	{"configuration: config.Load", lm + "internal/config.Load"},
 	{"options: pgx configuration, lock key, pusher; the early connection's goroutine starts", lm + "internal/cli.newOptions"},
-	{"loading the migration files (hashing included), \"run started\" log, and the early connection (dial, start-up, pgx type map) concurrently", lm + "runner.LoadFormat"},
+	{"loading the migration files (hashing included), \"run started\" log, and the early connection (dial, start-up) concurrently", lm + "runner.LoadFormat"},
 	{"runner set-up", lm + "runner.New"},
 	{"fast path: brief history query and comparison (runner.(*Runner).Migrate)", lm + "runner.(*Runner).Migrate"},
 	{"report: metrics push (when configured), \"run finished\" log, exit", lm + "internal/cli.(*app).singleReport"},

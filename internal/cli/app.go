@@ -156,16 +156,16 @@ func (a *app) fail(ctx context.Context, what string, err error) int {
 
 // connect opens a dedicated connection: the early one when a migrate run
 // started it, else a new one.
-func (a *app) connect(ctx context.Context) (*pgx.Conn, error) {
+func (a *app) connect(ctx context.Context) (*dbconn.Session, error) {
 	var (
-		conn     *pgx.Conn
+		conn     *dbconn.Session
 		attempts int
 		err      error
 	)
 	if ec, ok := a.takeEarly(); ok {
 		conn, attempts, err = ec.conn, ec.attempts, ec.err
 	} else {
-		conn, attempts, err = dbconn.Connect(ctx, a.opts.conn, a.cfg.ConnectTimeout, a.log)
+		conn, attempts, err = dbconn.Open(ctx, a.opts.conn, a.cfg.ConnectTimeout, a.log)
 	}
 	a.connectAttempts = attempts
 	if err != nil {
@@ -180,7 +180,7 @@ func (a *app) connect(ctx context.Context) (*pgx.Conn, error) {
 // session is one dedicated connection with the advisory lock of a history
 // table and a runner on it.
 type session struct {
-	conn   *pgx.Conn
+	conn   *dbconn.Session
 	lock   *lock.Advisory
 	runner *runner.Runner
 }
@@ -188,22 +188,30 @@ type session struct {
 // withRunner connects, runs fn with a session for target on that one
 // connection, and closes it afterwards.
 func (a *app) withRunner(ctx context.Context, t target, fn func(session) error) error {
-	return a.withConn(ctx, func(conn *pgx.Conn) error {
-		adv := lock.New(conn, t.key, a.log)
-		r, err := runner.New(conn, adv, a.migs, a.opts.runnerFor(t))
-		if err != nil {
-			return err
-		}
-		return fn(session{conn: conn, lock: adv, runner: r})
-	})
-}
-
-// withConn connects, runs fn on the connection and closes it afterwards.
-func (a *app) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
 	conn, err := a.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer dbconn.Close(ctx, conn)
+	defer conn.Close(ctx)
+	adv := lock.New(conn, t.key, a.log)
+	r, err := runner.New(conn, adv, a.migs, a.opts.runnerFor(t))
+	if err != nil {
+		return err
+	}
+	return fn(session{conn: conn, lock: adv, runner: r})
+}
+
+// withConn connects, runs fn on the connection as a *pgx.Conn and closes
+// it afterwards.
+func (a *app) withConn(ctx context.Context, fn func(*pgx.Conn) error) error {
+	s, err := a.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close(ctx)
+	conn, err := s.Conn(ctx)
+	if err != nil {
+		return err
+	}
 	return fn(conn)
 }

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 )
 
@@ -20,7 +18,7 @@ type earlyConn struct {
 	done     chan struct{}
 	cancel   context.CancelFunc
 	gate     *logGate
-	conn     *pgx.Conn
+	conn     *dbconn.Session
 	attempts int
 	err      error
 }
@@ -32,7 +30,7 @@ func (a *app) connectEarly(ctx context.Context) {
 	log := slog.New(gatedHandler{a.log.Handler(), ec.gate})
 	go func() {
 		defer close(ec.done)
-		ec.conn, ec.attempts, ec.err = dbconn.Connect(cctx, a.opts.conn, a.cfg.ConnectTimeout, log)
+		ec.conn, ec.attempts, ec.err = dbconn.Open(cctx, a.opts.conn, a.cfg.ConnectTimeout, log)
 	}()
 	a.early = ec
 	// Let the connection start now, on this P: left in the run queue, it
@@ -69,7 +67,7 @@ func (a *app) dropEarly(ctx context.Context) {
 	ec.cancel()
 	<-ec.done
 	if ec.conn != nil {
-		dbconn.Close(ctx, ec.conn)
+		ec.conn.Close(ctx)
 	}
 }
 

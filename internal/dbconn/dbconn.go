@@ -167,46 +167,54 @@ var connectBackoff = backoff.Policy{Initial: 200 * time.Millisecond, Max: 5 * ti
 // the whole budget in a single try.
 const maxAttemptTimeout = 10 * time.Second
 
-// Connect opens one connection within budget, retrying transient failures
-// with jittered backoff and logging each retry. It returns the number of
-// attempts made alongside the connection or a *ConnectError.
+// Connect opens one connection within budget as Open does and returns it
+// as a *pgx.Conn.
 func Connect(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log *slog.Logger) (*pgx.Conn, int, error) {
+	s, attempts, err := Open(ctx, cfg, budget, log)
+	if err != nil {
+		return nil, attempts, err
+	}
+	conn, err := s.Conn(ctx)
+	if err != nil {
+		s.Close(ctx)
+		return nil, attempts, err
+	}
+	return conn, attempts, nil
+}
+
+// Open opens one connection within budget, retrying transient failures
+// with jittered backoff and logging each retry. It returns the number of
+// attempts made alongside the session or a *ConnectError.
+func Open(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log *slog.Logger) (*Session, int, error) {
 	start := time.Now()
 	cfg = cfg.Copy() // moveToSet may change it
 	set := ""        // settings to SET after connecting, moved out of the startup packet
 	deadline := start.Add(budget)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	fail := func(attempt int, final bool, err error) (*pgx.Conn, int, error) {
+	fail := func(attempt int, final bool, err error) (*Session, int, error) {
 		if parent := context.Cause(ctx); parent != nil && !errors.Is(parent, context.DeadlineExceeded) {
 			return nil, attempt, parent // cancelled by a signal, not by the budget
 		}
 		return nil, attempt, &ConnectError{Attempts: attempt, Elapsed: time.Since(start), Final: final, Err: err}
 	}
 	for attempt := 1; ; attempt++ {
-		c := cfg.Copy()
-		c.ConnectTimeout = min(max(time.Until(deadline), time.Millisecond), maxAttemptTimeout)
-		if cfg.ConnectTimeout > 0 {
-			c.ConnectTimeout = min(c.ConnectTimeout, cfg.ConnectTimeout)
-		}
-		conn, err := pgx.ConnectConfig(ctx, c)
+		c, pg, err := openOnce(ctx, cfg, deadline)
 		if err != nil && set == "" && unsupportedStartupParameter(err) {
 			// A pooler such as PgBouncer refuses unknown startup
 			// parameters: send the keepalive settings with SET instead.
 			if set = moveToSet(cfg); set != "" {
 				log.LogAttrs(ctx, slog.LevelDebug, "startup parameters refused; using SET", slog.String("error", err.Error()))
-				c = cfg.Copy()
-				c.ConnectTimeout = min(max(time.Until(deadline), time.Millisecond), maxAttemptTimeout)
-				conn, err = pgx.ConnectConfig(ctx, c)
+				c, pg, err = openOnce(ctx, cfg, deadline)
 			}
 		}
 		if err == nil {
 			if set != "" {
-				if _, serr := conn.Exec(ctx, set); serr != nil {
+				if _, serr := pg.Exec(ctx, set).ReadAll(); serr != nil {
 					log.LogAttrs(ctx, slog.LevelWarn, "keepalive settings not applied", slog.String("error", serr.Error()))
 				}
 			}
-			return conn, attempt, nil
+			return &Session{cfg: c, pg: pg}, attempt, nil
 		}
 		if !Retriable(err) {
 			return fail(attempt, true, err)
@@ -226,6 +234,18 @@ func Connect(ctx context.Context, cfg *pgx.ConnConfig, budget time.Duration, log
 			return fail(attempt, false, err)
 		}
 	}
+}
+
+// openOnce makes one connection attempt, bounded by what is left until
+// deadline and by maxAttemptTimeout, and returns the configuration it used.
+func openOnce(ctx context.Context, cfg *pgx.ConnConfig, deadline time.Time) (*pgx.ConnConfig, *pgconn.PgConn, error) {
+	c := cfg.Copy()
+	c.ConnectTimeout = min(max(time.Until(deadline), time.Millisecond), maxAttemptTimeout)
+	if cfg.ConnectTimeout > 0 {
+		c.ConnectTimeout = min(c.ConnectTimeout, cfg.ConnectTimeout)
+	}
+	pg, err := pgconn.ConnectConfig(ctx, &c.Config)
+	return c, pg, err
 }
 
 // keepaliveParams are the settings a pooler may refuse at startup.
