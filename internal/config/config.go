@@ -170,20 +170,16 @@ func (e *Error) Unwrap() error { return e.Err }
 // reported together.
 func Load(getenv func(string) string) (*Config, error) {
 	environ := map[string]string{}
-	params, err := env.GetFieldParams(&Config{})
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	for _, p := range params {
-		if v := getenv(p.Key); v != "" {
-			environ[p.Key] = v
+	for _, name := range variables {
+		if v := getenv(name); v != "" {
+			environ[name] = v
 		}
 	}
 	// env parses every field even when some fail, so the values checks
 	// below still run and every invalid variable is reported at once. It
 	// keeps the values of fields whose variable is unset: the defaults.
 	cfg := defaults()
-	err = env.ParseWithOptions(&cfg, env.Options{Environment: environ})
+	err := env.ParseWithOptions(&cfg, env.Options{Environment: environ})
 	errs := []error{}
 	failed := map[string]bool{}
 	if err != nil {
