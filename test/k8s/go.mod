@@ -3,7 +3,7 @@ module github.com/lockmigrate/lockmigrate/test/k8s
 go 1.26.0
 
 require (
-	github.com/jackc/pgx/v5 v5.12.0
+	github.com/jackc/pgx/v5 v5.13.0
 	github.com/lockmigrate/lockmigrate v0.0.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
