@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math/rand/v2"
 	"regexp"
 	"testing"
@@ -41,5 +43,21 @@ func TestSplitFileNameAgreesWithTheExpression(t *testing.T) {
 			name += ".sql"
 		}
 		checkSplit(t, name)
+	}
+}
+
+// TestHexSumIsHexEncode: hexSum encodes as encoding/hex does, for sums
+// that hold every byte value.
+func TestHexSumIsHexEncode(t *testing.T) {
+	for start := 0; start < 256; start += sha256.Size {
+		var sum [sha256.Size]byte
+		for i := range sum {
+			sum[i] = byte(start + i)
+		}
+		var got [2 * sha256.Size]byte
+		hexSum(&got, &sum)
+		if want := hex.EncodeToString(sum[:]); string(got[:]) != want {
+			t.Fatalf("hexSum(%x) = %s, want %s", sum, got, want)
+		}
 	}
 }
