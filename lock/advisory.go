@@ -22,7 +22,9 @@ import (
 
 // Querier is the part of *pgx.Conn the lock needs. It is an interface so a
 // caller can wrap the connection (tracing, counting round trips) without the
-// lock caring.
+// lock caring. A Querier that also has PgConn() *pgconn.PgConn (as
+// *pgx.Conn and internal/dbconn's Session do) gets its try-locks sent on
+// that protocol connection, decoded by the lock (try.go).
 type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
@@ -111,13 +113,21 @@ func (a *Advisory) TryLock(ctx context.Context) (bool, error) {
 	hi, lo := SplitKey(a.Key)
 	a.conflictHolder = nil
 	var err error
-	if a.HolderOnConflict {
+	switch pc, raw := a.Conn.(pgConner); {
+	case raw:
+		var r tryResult
+		r, err = tryPgConn(ctx, pc.PgConn(), a.HolderOnConflict, a.Key, hi, lo)
+		heldBefore, ok, pid = r.heldBefore, r.ok, r.pid
+		if err == nil && !ok {
+			a.conflictHolder = r.holder
+		}
+	case a.HolderOnConflict:
 		var h nullableHolder
 		err = a.Conn.QueryRow(ctx, tryLockOrHolderSQL, a.Key, hi, lo).Scan(append([]any{&heldBefore, &ok, &pid}, h.dest()...)...)
 		if err == nil && !ok {
 			a.conflictHolder = h.holder()
 		}
-	} else {
+	default:
 		err = a.Conn.QueryRow(ctx, tryLockSQL, a.Key, hi, lo).Scan(&heldBefore, &ok, &pid)
 	}
 	if err != nil {
