@@ -44,9 +44,9 @@ func upgrade(ctx context.Context, cfg *pgx.ConnConfig, pg *pgconn.PgConn) (*pgx.
 		return nil, err
 	}
 	c := cfg.Copy()
-	// The session is authenticated, encrypted if it is and validated:
-	// nothing of that is done again.
-	c.TLSConfig, c.Fallbacks, c.ValidateConnect, c.AfterNetConnect = nil, nil, nil, nil
+	// The session is authenticated, encrypted if it is, validated and set
+	// up: nothing of that is done again.
+	c.TLSConfig, c.Fallbacks, c.ValidateConnect, c.AfterNetConnect, c.AfterConnect = nil, nil, nil, nil, nil
 	c.OnNotification = nil // pgx installs its own
 	dial, tlsConf, direct := cfg.DialFunc, hc.TLSConfig, cfg.SSLNegotiation == "direct"
 	var used atomic.Bool

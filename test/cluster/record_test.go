@@ -59,6 +59,12 @@ type podRecord struct {
 	// logs holds each container's log, read from the kubelet's log files
 	// when the container is seen terminated (the files go with the pod).
 	logs map[string]string
+	// logFiles are the log files of running containers, opened when the
+	// recorder first sees them running: the kubelet removes a deleted
+	// pod's log directory as soon as its containers have stopped, often
+	// before the recorder hears that they did, and an open file can still
+	// be read after it is unlinked.
+	logFiles map[string]*os.File
 }
 
 // clone copies the record, maps included, for use without the lock.
@@ -67,6 +73,7 @@ func (p *podRecord) clone() podRecord {
 	c.maxRestarts = maps.Clone(p.maxRestarts)
 	c.terminatedSeen = maps.Clone(p.terminatedSeen)
 	c.logs = maps.Clone(p.logs)
+	c.logFiles = nil
 	return c
 }
 
@@ -106,6 +113,13 @@ func record(t *testing.T, ns string) *recorder {
 		}
 		cancel()
 		f.Shutdown()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, rec := range r.pods {
+			for _, lf := range rec.logFiles {
+				_ = lf.Close() // a container still running, or restarted after its log was read
+			}
+		}
 	})
 	return r
 }
@@ -123,7 +137,7 @@ func (r *recorder) onPod(o any, deleted bool) {
 	rec := r.pods[pod.UID]
 	if rec == nil {
 		rec = &podRecord{firstSeen: time.Now(), maxRestarts: map[string]int32{},
-			terminatedSeen: map[string]time.Time{}, logs: map[string]string{}}
+			terminatedSeen: map[string]time.Time{}, logs: map[string]string{}, logFiles: map[string]*os.File{}}
 		r.pods[pod.UID] = rec
 	}
 	rec.pod = pod.DeepCopy()
@@ -140,9 +154,15 @@ func (r *recorder) onPod(o any, deleted bool) {
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, cs := range statuses {
 		rec.maxRestarts[cs.Name] = max(rec.maxRestarts[cs.Name], cs.RestartCount)
+		if _, open := rec.logFiles[cs.Name]; !open && cs.State.Running != nil {
+			if f, err := os.Open(containerLogPath(pod, cs)); err == nil {
+				rec.logFiles[cs.Name] = f
+			}
+		}
 		if _, done := rec.logs[cs.Name]; !done && cs.State.Terminated != nil {
 			rec.terminatedSeen[cs.Name] = time.Now()
-			rec.logs[cs.Name] = readContainerLog(pod, cs)
+			rec.logs[cs.Name] = readContainerLog(pod, cs, rec.logFiles[cs.Name])
+			delete(rec.logFiles, cs.Name)
 		}
 	}
 	for _, w := range r.watch {
@@ -273,16 +293,24 @@ func withLabel(key, value string) func(*corev1.Pod) bool {
 	return func(p *corev1.Pod) bool { return p.Labels[key] == value }
 }
 
-// readContainerLog reads a terminated container's log from the kubelet's
-// pod log directory (<ns>_<pod>_<uid>/<container>/<restart>.log, CRI
-// format), keeping only the messages. kubectl logs cannot reach a node
-// whose address is loopback.
-func readContainerLog(pod *corev1.Pod, cs corev1.ContainerStatus) string {
-	path := filepath.Join(env.podLogs, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), cs.Name,
+// containerLogPath is a container's log file in the kubelet's pod log
+// directory (<ns>_<pod>_<uid>/<container>/<restart>.log, CRI format).
+func containerLogPath(pod *corev1.Pod, cs corev1.ContainerStatus) string {
+	return filepath.Join(env.podLogs, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID), cs.Name,
 		fmt.Sprintf("%d.log", cs.RestartCount))
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
+}
+
+// readContainerLog reads a terminated container's log, keeping only the
+// messages: from open, the file opened while it ran (and closed here),
+// when there is one, else from its path. kubectl logs cannot reach a
+// node whose address is loopback.
+func readContainerLog(pod *corev1.Pod, cs corev1.ContainerStatus, open *os.File) string {
+	f := open
+	if f == nil {
+		var err error
+		if f, err = os.Open(containerLogPath(pod, cs)); err != nil {
+			return fmt.Sprintf("(no log: %v)", err)
+		}
 	}
 	defer f.Close()
 	var b strings.Builder
