@@ -340,8 +340,12 @@ const CloseTimeout = 5 * time.Second
 // CloseTimeout, after which the socket is closed anyway, so a stuck
 // network cannot hold up the exit. ctx's values are kept; only its
 // cancellation is ignored.
-func Close(ctx context.Context, conn *pgx.Conn) {
+func Close(ctx context.Context, conn *pgx.Conn) { closeWithin(ctx, conn.Close) }
+
+// closeWithin calls close with ctx's values but not its cancellation,
+// bounded by CloseTimeout: Close for a *pgx.Conn or a bare *pgconn.PgConn.
+func closeWithin(ctx context.Context, close func(context.Context) error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CloseTimeout)
 	defer cancel()
-	_ = conn.Close(cctx)
+	_ = close(cctx)
 }

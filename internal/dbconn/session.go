@@ -88,9 +88,7 @@ func (s *Session) Close(ctx context.Context) {
 	case s.conn != nil:
 		Close(ctx, s.conn)
 	case s.pg != nil:
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CloseTimeout)
-		defer cancel()
-		_ = s.pg.Close(cctx)
+		closeWithin(ctx, s.pg.Close)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -30,12 +31,12 @@ func upgrade(ctx context.Context, cfg *pgx.ConnConfig, pg *pgconn.PgConn) (*pgx.
 		return nil, errors.New("the session is closed")
 	}
 	if err := pg.SyncConn(ctx); err != nil {
-		_ = pg.Close(ctx)
+		closeWithin(ctx, pg.Close) // ctx may be the run's, already cancelled
 		return nil, err
 	}
 	hc, err := pg.Hijack()
 	if err != nil {
-		_ = pg.Close(ctx)
+		closeWithin(ctx, pg.Close)
 		return nil, err
 	}
 	hello, err := startupReply(hc)
@@ -72,24 +73,20 @@ func startupReply(hc *pgconn.HijackedConn) ([]byte, error) {
 	if hc.TxStatus != 'I' {
 		return nil, fmt.Errorf("the session is not idle (transaction status %q)", hc.TxStatus)
 	}
-	buf, err := (&pgproto3.AuthenticationOk{}).Encode(nil)
-	names := make([]string, 0, len(hc.ParameterStatuses))
-	for name := range hc.ParameterStatuses {
-		names = append(names, name)
+	msgs := []pgproto3.BackendMessage{&pgproto3.AuthenticationOk{}}
+	for _, name := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
+		msgs = append(msgs, &pgproto3.ParameterStatus{Name: name, Value: hc.ParameterStatuses[name]})
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		if err == nil {
-			buf, err = (&pgproto3.ParameterStatus{Name: name, Value: hc.ParameterStatuses[name]}).Encode(buf)
+	msgs = append(msgs, &pgproto3.BackendKeyData{ProcessID: hc.PID, SecretKey: hc.SecretKey},
+		&pgproto3.ReadyForQuery{TxStatus: hc.TxStatus})
+	var buf []byte
+	for _, m := range msgs {
+		var err error
+		if buf, err = m.Encode(buf); err != nil {
+			return nil, err
 		}
 	}
-	if err == nil {
-		buf, err = (&pgproto3.BackendKeyData{ProcessID: hc.PID, SecretKey: hc.SecretKey}).Encode(buf)
-	}
-	if err == nil {
-		buf, err = (&pgproto3.ReadyForQuery{TxStatus: hc.TxStatus}).Encode(buf)
-	}
-	return buf, err
+	return buf, nil
 }
 
 // replayConn is the hijacked socket as pgx's connect sees it: the first
