@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -42,49 +43,59 @@ var (
 		oidTimestamptz, oidTimestamptz, oidTimestamptz, oidText, oidTimestamptz}
 )
 
-// tryPgConn runs the try-lock statement on the protocol connection, its
-// values decoded here rather than by pgx: a replica that loses the try
-// then exits without ever making the pgx layer of its connection (the
-// type map alone is about 1.4 M instructions), and a storm is mostly
-// losers. Timestamps are asked for in binary, which does not depend on
-// the session's DateStyle or TimeZone; the rest comes as text.
-func tryPgConn(ctx context.Context, pc *pgconn.PgConn, withHolder bool, key, hi, lo int64) (tryResult, error) {
-	sql, cols := tryLockSQL, tryColumns
-	if withHolder {
-		sql, cols = tryLockOrHolderSQL, append(append([]uint32(nil), tryColumns...), holderColumns...)
-	}
+// tryStatement is a try-lock statement with the types of its columns and
+// the format asked for each: binary for timestamps, which does not depend
+// on the session's DateStyle or TimeZone, text for the rest.
+type tryStatement struct {
+	sql     string
+	cols    []uint32
+	formats []int16
+}
+
+func newTryStatement(sql string, cols []uint32) tryStatement {
 	formats := make([]int16, len(cols))
 	for i, oid := range cols {
 		if oid == oidTimestamptz {
 			formats[i] = pgx.BinaryFormatCode
 		}
 	}
+	return tryStatement{sql, cols, formats}
+}
+
+var (
+	plainTry  = newTryStatement(tryLockSQL, tryColumns)
+	holderTry = newTryStatement(tryLockOrHolderSQL, slices.Concat(tryColumns, holderColumns))
+)
+
+// tryPgConn runs the try-lock statement on the protocol connection, its
+// values decoded here rather than by pgx: a replica that loses the try
+// then exits without ever making the pgx layer of its connection (the
+// type map alone is about 1.4 M instructions), and a storm is mostly
+// losers.
+func tryPgConn(ctx context.Context, pc *pgconn.PgConn, withHolder bool, key, hi, lo int64) (tryResult, error) {
+	st := plainTry
+	if withHolder {
+		st = holderTry
+	}
 	params := [][]byte{strconv.AppendInt(nil, key, 10), strconv.AppendInt(nil, hi, 10), strconv.AppendInt(nil, lo, 10)}
-	res := pc.ExecParams(ctx, sql, params, []uint32{oidInt8, oidInt8, oidInt8}, nil, formats).Read()
+	res := pc.ExecParams(ctx, st.sql, params, []uint32{oidInt8, oidInt8, oidInt8}, nil, st.formats).Read()
 	if res.Err != nil {
 		return tryResult{}, res.Err
 	}
-	if len(res.Rows) != 1 || len(res.FieldDescriptions) != len(cols) {
-		return tryResult{}, fmt.Errorf("try-lock returned %d row(s) of %d column(s), want 1 of %d", len(res.Rows), len(res.FieldDescriptions), len(cols))
+	if len(res.Rows) != 1 || len(res.FieldDescriptions) != len(st.cols) {
+		return tryResult{}, fmt.Errorf("try-lock returned %d row(s) of %d column(s), want 1 of %d", len(res.Rows), len(res.FieldDescriptions), len(st.cols))
 	}
 	for i, fd := range res.FieldDescriptions {
-		if fd.DataTypeOID != cols[i] {
-			return tryResult{}, fmt.Errorf("try-lock column %q has type %d, want %d", fd.Name, fd.DataTypeOID, cols[i])
+		if fd.DataTypeOID != st.cols[i] {
+			return tryResult{}, fmt.Errorf("try-lock column %q has type %d, want %d", fd.Name, fd.DataTypeOID, st.cols[i])
 		}
 	}
 	d := rowDecoder{row: res.Rows[0]}
 	r := tryResult{heldBefore: d.bool(), ok: d.bool(), pid: d.int4()}
 	if withHolder && d.row[len(tryColumns)] != nil {
-		h := Holder{PID: d.int4(), ApplicationName: d.text(), ClientAddr: d.text(), User: d.text(),
-			State: d.text(), Since: d.time(), StateChange: d.time()}
-		if d.row[d.i] != nil {
-			qs := d.time()
-			h.QueryStart = &qs
-		} else {
-			d.i++
-		}
-		h.Query, h.ObservedAt = d.text(), d.time()
-		r.holder = &h
+		r.holder = &Holder{PID: d.int4(), ApplicationName: d.text(), ClientAddr: d.text(), User: d.text(),
+			State: d.text(), Since: d.time(), StateChange: d.time(), QueryStart: d.nullTime(),
+			Query: d.text(), ObservedAt: d.time()}
 	}
 	return r, d.err
 }
@@ -138,6 +149,16 @@ func (d *rowDecoder) time() time.Time {
 	}
 	// In the local time zone, as pgx returns a timestamptz.
 	return time.UnixMicro(pgEpochMicros + int64(binary.BigEndian.Uint64(v)))
+}
+
+// nullTime is time for a column that may be NULL.
+func (d *rowDecoder) nullTime() *time.Time {
+	if d.row[d.i] == nil {
+		d.i++
+		return nil
+	}
+	t := d.time()
+	return &t
 }
 
 func (d *rowDecoder) fail(want string, v []byte) {
