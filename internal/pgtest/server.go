@@ -183,18 +183,27 @@ func Start(opts Options) (_ *Server, err error) {
 	if err := s.initdb(); err != nil {
 		return nil, err
 	}
+	extra := opts.ExtraConf
 	if opts.TLS {
 		if err := s.writeTLSCert(); err != nil {
 			return nil, err
 		}
-		opts.ExtraConf = append([]string{"ssl = on"}, opts.ExtraConf...)
+		extra = append([]string{"ssl = on"}, extra...)
 	}
+	s.conf = append(harnessConf(dir, opts.MaxConnections), extra...)
+	if err := s.startOnFreePort(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-	maxConn := opts.MaxConnections
+// harnessConf is the harness's own postgresql.conf settings for a cluster
+// in dir (maxConn 0: defaultMaxConnections), before ExtraConf.
+func harnessConf(dir string, maxConn int) []string {
 	if maxConn <= 0 {
 		maxConn = defaultMaxConnections
 	}
-	s.conf = append([]string{
+	return []string{
 		"listen_addresses = '" + host + "'",
 		"unix_socket_directories = '" + dir + "'",
 		"fsync = off",
@@ -207,34 +216,39 @@ func Start(opts Options) (_ *Server, err error) {
 		"log_min_messages = warning",
 		"log_checkpoints = off", // DROP DATABASE checkpoints would flood the log
 		"password_encryption = 'scram-sha-256'",
-	}, opts.ExtraConf...)
+	}
+}
 
-	// The free port is found by binding and closing, so another process can
-	// grab it before postgres binds. Retry with a new port in that case.
+// startOnFreePort writes the configuration with a free port and starts
+// the server on it. The free port is found by binding and closing, so
+// another process can grab it before postgres binds: then it retries with
+// a new port, up to startAttempts times.
+func (s *Server) startOnFreePort() error {
 	for attempt := 1; ; attempt++ {
+		var err error
 		if s.port, err = freePort(); err != nil {
-			return nil, err
+			return err
 		}
 		if err := s.writeConf(); err != nil {
-			return nil, err
+			return err
 		}
 		logOffset := s.logSize()
 		p, err := s.launch()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		err = s.waitReady(context.Background(), p)
 		if err == nil {
 			s.mu.Lock()
 			s.proc = p
 			s.mu.Unlock()
-			return s, nil
+			return nil
 		}
 		_ = stopProcess(p)
 		if attempt < startAttempts && portTaken(s.logSince(logOffset)) {
 			continue
 		}
-		return nil, err
+		return err
 	}
 }
 
