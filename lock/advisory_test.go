@@ -132,6 +132,9 @@ func TestWait(t *testing.T) {
 	}
 
 	t.Run("timeout returns the cause", func(t *testing.T) {
+		// A waiter of its own: the deadline may fall during a try, and
+		// pgx's default context handling then closes the connection.
+		lw := lock.New(connect(t, url), 99, nil)
 		cause := errors.New("my timeout")
 		wctx, cancel := context.WithTimeoutCause(ctx, 300*time.Millisecond, cause)
 		defer cancel()
@@ -146,12 +149,17 @@ func TestWait(t *testing.T) {
 
 	t.Run("acquires after release", func(t *testing.T) {
 		// The holder releases once the waiter is seen polling: no sleeps.
-		released := make(chan error, 1)
+		// The poller ends before the subtest does, even when Wait fails,
+		// so it never uses the holder's connection while it is closed.
+		released, done := make(chan error, 1), make(chan struct{})
+		pctx, stop := context.WithCancel(ctx)
+		defer func() { stop(); <-done }()
 		go func() {
+			defer close(done)
 			for {
 				var waiting bool
 				// pg_stat_activity shows the waiter's last try-lock.
-				err := holder.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				err := holder.QueryRow(pctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 				   WHERE pid = $1 AND query LIKE '%pg_try_advisory_lock%')`, waiter.PgConn().PID()).Scan(&waiting)
 				if err != nil {
 					released <- err
