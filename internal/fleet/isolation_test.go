@@ -261,8 +261,12 @@ func TestLostConnection(t *testing.T) {
 	}()
 	pid := wait()
 	w := conn(t, url)
-	if _, err := w.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
-		t.Fatal(err)
+	// With a timeout, pg_terminate_backend returns once the backend has
+	// exited: the client reads its FATAL before the backend releases its
+	// session locks on the way out, and the check below must not race that.
+	var gone bool
+	if err := w.QueryRow(ctx, `SELECT pg_terminate_backend($1, 10000)`, pid).Scan(&gone); err != nil || !gone {
+		t.Fatalf("terminate backend %d: %v, %v", pid, gone, err)
 	}
 	tx.Rollback(ctx)
 	o := <-res
