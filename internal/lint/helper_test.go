@@ -27,6 +27,10 @@ func TestLintThroughHelper(t *testing.T) {
 		opts  Options
 	}
 	sets := map[string]set{"examples": {readSet(t, examplesDir), Options{Enable: []string{"style"}}}}
+	// Two files of one text are parsed once and both get its findings;
+	// so do two with the same syntax error.
+	sets["same texts"] = set{[]File{{Name: "1_a.sql", SQL: "CREATE INDEX i ON t (v);"}, {Name: "2_bad.sql", SQL: "SELEC 1;"},
+		{Name: "3_a.sql", SQL: "CREATE INDEX i ON t (v);"}, {Name: "4_bad.sql", SQL: "SELEC 1;"}}, Options{}}
 	for _, tc := range ruleCases {
 		sets[tc.name+" (bad)"] = set{append([]File{setup}, tc.bad...), tc.opts}
 		sets[tc.name+" (good)"] = set{append([]File{setup}, tc.good...), tc.opts}
@@ -51,6 +55,10 @@ func TestLintThroughHelper(t *testing.T) {
 		if got, want := lintWith(t, c, s.files, s.opts), lintWith(t, nil, s.files, s.opts); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: through the helper %q, in process %q", name, findingKeys(got), findingKeys(want))
 		}
+	}
+	same := lintWith(t, c, sets["same texts"].files, Options{})
+	if keys := findingKeys(same); len(keys) != 4 || keys[0][:4] != "1_a." || keys[1][:6] != "2_bad." || keys[2][:4] != "3_a." || keys[3][:6] != "4_bad." {
+		t.Errorf("same texts: findings %q, want one for each of the four files", keys)
 	}
 	t.Logf("1,000 files (%d statements) through the helper: %s with its start, %s once running", want.Statements, first, again)
 }

@@ -13,7 +13,6 @@ package lint
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -165,13 +164,12 @@ func Lint(ctx context.Context, files []File, opts Options) (*Report, error) {
 	if opts.SmallTableRows <= 0 {
 		opts.SmallTableRows = DefaultSmallTableRows
 	}
-	parsed := make([]parsedFile, len(files))
+	parsed, err := parseFiles(files, opts.Cache)
+	if err != nil {
+		return nil, err
+	}
 	rep := &Report{PGVersion: opts.PGVersion}
 	for i, f := range files {
-		var err error
-		if parsed[i], err = parseFile(f, opts.Cache); err != nil {
-			return nil, fmt.Errorf("lint: parse %s: %w", f.Name, err)
-		}
 		if !f.Applied {
 			rep.Files++
 			rep.Statements += len(parsed[i].stmts)
@@ -206,34 +204,60 @@ type parsedFile struct {
 	lines  []int // byte offset of each line's start
 }
 
-// parseFile parses a file (or takes its text's parse from cache); its
-// syntax errors are its finding, the error a parser that could not run (a
-// helper that failed).
-func parseFile(f File, cache *ParseCache) (parsedFile, error) {
-	if c, ok := cache.get(f.SQL); ok {
-		return parsedFile{File: f, stmts: c.stmts, syntax: c.syntax, lines: c.lines}, nil
-	}
-	p := parsedFile{File: f, lines: []int{0}}
-	for i := 0; i < len(f.SQL); i++ {
-		if f.SQL[i] == '\n' {
-			p.lines = append(p.lines, i+1)
+// parseFiles parses the files (or takes their texts' parses from cache);
+// a file's syntax error is its finding, the error a parser that could not
+// run (a helper that failed), named by the first file it did not parse.
+func parseFiles(files []File, cache *ParseCache) ([]parsedFile, error) {
+	parsed := make([]parsedFile, len(files))
+	// Each text not in the cache goes to the parser once, all in one
+	// pgparse.ParseAll: through the helper, one round trip per file was
+	// most of a lint's time.
+	var texts []string
+	at := map[string][]int{} // the files of each text to parse
+	for i, f := range files {
+		if c, ok := cache.get(f.SQL); ok {
+			parsed[i] = parsedFile{File: f, stmts: c.stmts, syntax: c.syntax, lines: c.lines}
+			continue
 		}
+		if _, ok := at[f.SQL]; !ok {
+			texts = append(texts, f.SQL)
+		}
+		at[f.SQL] = append(at[f.SQL], i)
 	}
-	stmts, err := pgparse.Parse(f.SQL)
-	if errors.Is(err, pgparse.ErrHelper) || errors.Is(err, pgparse.ErrUnavailable) {
-		return p, err
+	if len(texts) == 0 {
+		return parsed, nil // nothing to start the helper for
 	}
+	done := 0
+	err := pgparse.ParseAll(texts, func(j int, stmts []pgparse.Stmt, err error) {
+		p := parse{stmts: stmts, lines: lineStarts(texts[j])}
+		if err != nil {
+			se, ok := err.(*pgparse.SyntaxError)
+			if !ok {
+				se = &pgparse.SyntaxError{Msg: err.Error(), Offset: 0}
+			}
+			p.stmts, p.syntax = nil, se
+		}
+		cache.put(texts[j], p)
+		for _, i := range at[texts[j]] {
+			parsed[i] = parsedFile{File: files[i], stmts: p.stmts, syntax: p.syntax, lines: p.lines}
+		}
+		done = j + 1
+	})
 	if err != nil {
-		se, ok := err.(*pgparse.SyntaxError)
-		if !ok {
-			se = &pgparse.SyntaxError{Msg: err.Error(), Offset: 0}
-		}
-		p.syntax = se
-	} else {
-		p.stmts = stmts
+		return nil, fmt.Errorf("lint: parse %s: %w", files[at[texts[done]][0]].Name, err)
 	}
-	cache.put(f.SQL, parse{stmts: p.stmts, syntax: p.syntax, lines: p.lines})
-	return p, nil
+	return parsed, nil
+}
+
+// lineStarts is the byte offset of each line of sql.
+func lineStarts(sql string) []int {
+	lines := []int{0}
+	for i := 0; i < len(sql); i++ {
+		if sql[i] == '\n' {
+			lines = append(lines, i+1)
+		}
+	}
+	return lines
 }
 
 // position converts a byte offset into a 1-based line and column (in

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -259,5 +261,103 @@ func TestFrames(t *testing.T) {
 		if err != nil || *got != se {
 			t.Fatalf("%+v came back as %+v, %v", se, got, err)
 		}
+	}
+}
+
+// holdingHelper is a helper behind a shell that passes on the handshake,
+// then holds back the first hold bytes of requests until every one of them
+// has arrived (dd with a full block), then passes on up to more bytes,
+// then closes the helper's input (more < 0: everything).
+func holdingHelper(t *testing.T, hold, more int) string {
+	t.Helper()
+	tail := "cat"
+	if more >= 0 {
+		tail = fmt.Sprintf("dd bs=%d count=1 iflag=fullblock", max(more, 1))
+		if more == 0 {
+			tail = "true"
+		}
+	}
+	script := fmt.Sprintf("#!/bin/sh\n{ dd bs=6 count=1 iflag=fullblock; dd bs=%d count=1 iflag=fullblock; %s; } 2>/dev/null | exec %s\n",
+		hold, tail, helperBin)
+	path := filepath.Join(t.TempDir(), HelperName)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// parseAllWithin runs ParseAll through c and fails the test if it has not
+// returned within 30 s: a client waiting for each answer before its next
+// request would wait for ever on holdingHelper.
+func parseAllWithin(t *testing.T, c *Client, sqls []string) (got []int, stmts [][]Stmt, errs []error, err error) {
+	t.Helper()
+	defer Use(c)()
+	done := make(chan error, 1)
+	go func() {
+		done <- ParseAll(sqls, func(i int, s []Stmt, e error) {
+			got, stmts, errs = append(got, i), append(stmts, s), append(errs, e)
+		})
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ParseAll hung: it waited for an answer before sending every request")
+	}
+	return got, stmts, errs, err
+}
+
+// TestParseAllPipelines: ParseAll sends every text before it reads the
+// first answer (the helper sees none of them until it holds them all), and
+// hands each result, a NUL text's and a syntax error included, to each in
+// order, as Parse would return it.
+func TestParseAllPipelines(t *testing.T) {
+	var sqls []string
+	for i := range 200 {
+		sqls = append(sqls, fmt.Sprintf("CREATE TABLE t%d (id bigint);\nCREATE INDEX ON t%d (id);", i, i))
+	}
+	sqls[7] = "SELEC 1;"
+	sqls[50] = "SELECT 1;\x00"
+	hold := 0
+	for i, sql := range sqls {
+		if i != 50 {
+			hold += 5 + len(sql) // a frame: op, length, text
+		}
+	}
+	before := Parses()
+	got, stmts, errs, err := parseAllWithin(t, NewClient(holdingHelper(t, hold, -1)), sqls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Parses()-before != int64(len(sqls)-1) {
+		t.Errorf("Parses counted %d, want %d (the NUL text is not sent)", Parses()-before, len(sqls)-1)
+	}
+	ref := newClient(t)
+	for i, sql := range sqls {
+		want, werr := ref.Parse(sql)
+		if i >= len(got) || got[i] != i {
+			t.Fatalf("results in the order %v, want 0…%d", got, len(sqls)-1)
+		}
+		if !reflect.DeepEqual(stmts[i], want) || fmt.Sprint(errs[i]) != fmt.Sprint(werr) {
+			t.Errorf("text %d: %d statements, %v; Parse gives %d, %v", i, len(stmts[i]), errs[i], len(want), werr)
+		}
+	}
+	if _, ok := errs[7].(*SyntaxError); !ok {
+		t.Errorf("text 7: %v, want a SyntaxError", errs[7])
+	}
+}
+
+// TestParseAllHelperEnds: a helper whose input ends after the first three
+// requests answers those, and ParseAll then fails with ErrHelper, having
+// handed on only those three; the next call starts a new helper.
+func TestParseAllHelperEnds(t *testing.T) {
+	sqls := []string{"SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4", "SELECT 5"}
+	c := NewClient(holdingHelper(t, 3*(5+len(sqls[0])), 0))
+	defer c.Close()
+	got, _, errs, err := parseAllWithin(t, c, sqls)
+	if !errors.Is(err, ErrHelper) || !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("ParseAll: %v after %v (errors %v), want ErrHelper after [0 1 2]", err, got, errs)
+	}
+	if c.PID() != 0 {
+		t.Fatal("a failed helper is kept")
 	}
 }

@@ -147,6 +147,73 @@ func parse(b backend, sql string) ([]Stmt, error) {
 	}
 	parses.Add(1)
 	raw, scanned, err := b.parseAndScan(sql)
+	return statements(sql, raw, scanned, err)
+}
+
+// pipeliner is a backend that takes many texts at once (a Client): each is
+// called with every text's parseAndScan result, in order, and the error
+// returned is the backend's own failure (ErrHelper), after which the texts
+// not yet handed to each are not parsed.
+type pipeliner interface {
+	parseAndScanAll(sqls []string, each func(i int, tree string, scanned []byte, err error)) error
+}
+
+// ParseAll parses every text of sqls as Parse does, and calls each with
+// the statements or the error of each text, in order. Through a helper the
+// texts are sent before the first answer is read (see Client), which a
+// linter of a whole migration set wants; in this process it is Parse in a
+// loop. The error returned is one Parse would return for every text
+// (ErrUnavailable) or a helper that failed (ErrHelper), after which each
+// is not called for the texts left.
+func ParseAll(sqls []string, each func(i int, stmts []Stmt, err error)) error {
+	b := current()
+	if err := b.unavailable(); err != nil {
+		return err
+	}
+	pl, ok := b.(pipeliner)
+	if !ok {
+		for i, sql := range sqls {
+			stmts, err := parse(b, sql)
+			if errors.Is(err, ErrHelper) || errors.Is(err, ErrUnavailable) {
+				return err
+			}
+			each(i, stmts, err)
+		}
+		return nil
+	}
+	// A text holding a NUL byte is refused here, as Parse does, and never
+	// sent: the others are, with their positions in sqls kept.
+	sent := make([]int, 0, len(sqls))
+	texts := make([]string, 0, len(sqls))
+	for i, sql := range sqls {
+		if strings.IndexByte(sql, 0) < 0 {
+			sent, texts = append(sent, i), append(texts, sql)
+		}
+	}
+	parses.Add(int64(len(texts)))
+	next := 0 // the next text of sqls to hand to each
+	refuseNULs := func(upTo int) {
+		for ; next < upTo; next++ {
+			each(next, nil, &SyntaxError{Msg: "NUL byte in the text", Offset: strings.IndexByte(sqls[next], 0)})
+		}
+	}
+	err := pl.parseAndScanAll(texts, func(j int, tree string, scanned []byte, err error) {
+		i := sent[j]
+		refuseNULs(i)
+		stmts, err := statements(sqls[i], tree, scanned, err)
+		each(i, stmts, err)
+		next = i + 1
+	})
+	if err != nil {
+		return err
+	}
+	refuseNULs(len(sqls))
+	return nil
+}
+
+// statements makes a text's statements out of its parse tree and tokens,
+// or returns the parser's error with its offset in bytes.
+func statements(sql, raw string, scanned []byte, err error) ([]Stmt, error) {
 	if err != nil {
 		return nil, located(sql, err)
 	}

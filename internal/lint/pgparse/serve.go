@@ -11,7 +11,7 @@ import (
 )
 
 // Serve is the parser helper's loop (cmd/lockmigrate-pgparse): it answers
-// the requests read from r, one at a time, with this process's own parser,
+// the requests read from r, in order, with this process's own parser,
 // and returns nil at EOF on r between requests. It writes nothing to w but
 // frames. An error is a broken stream (the client then gets EOF).
 func Serve(r io.Reader, w io.Writer) error {
@@ -25,7 +25,14 @@ func Serve(r io.Reader, w io.Writer) error {
 			return fmt.Errorf("read request: %w", err)
 		}
 		status, out := answer(op, payload)
-		if err := writeFrame(bw, status, out); err != nil {
+		err = bufferFrame(bw, status, out)
+		// A client that sent many requests at once (Client.parseAndScanAll)
+		// gets the answers in as few writes as there are reads of them;
+		// one that waits for each answer gets it at once.
+		if err == nil && br.Buffered() == 0 {
+			err = bw.Flush()
+		}
+		if err != nil {
 			return fmt.Errorf("write response: %w", err)
 		}
 	}

@@ -52,6 +52,15 @@ var errFrame = errors.New("malformed frame")
 
 // writeFrame writes one frame and flushes it.
 func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
+	if err := bufferFrame(w, kind, payload); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// bufferFrame writes one frame to w's buffer, which sends it only once
+// full: the caller flushes.
+func bufferFrame(w *bufio.Writer, kind byte, payload []byte) error {
 	if len(payload) > maxFrame {
 		return fmt.Errorf("payload of %d bytes is over the protocol's %d", len(payload), maxFrame)
 	}
@@ -61,10 +70,8 @@ func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
 	if _, err := w.Write(hdr[:]); err != nil {
 		return err
 	}
-	if _, err := w.Write(payload); err != nil {
-		return err
-	}
-	return w.Flush()
+	_, err := w.Write(payload)
+	return err
 }
 
 // readFrame reads one frame. EOF before its first byte is io.EOF; in the
