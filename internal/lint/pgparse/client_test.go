@@ -361,3 +361,15 @@ func TestParseAllHelperEnds(t *testing.T) {
 		t.Fatal("a failed helper is kept")
 	}
 }
+
+// TestParseAllStartsNothingForNothing: with no text to send (none, or only
+// texts with a NUL byte, refused here) ParseAll starts no helper.
+func TestParseAllStartsNothingForNothing(t *testing.T) {
+	c := newClient(t)
+	for _, sqls := range [][]string{nil, {"SELECT 1\x00"}} {
+		got, _, errs, err := parseAllWithin(t, c, sqls)
+		if err != nil || len(got) != len(sqls) || c.PID() != 0 {
+			t.Fatalf("ParseAll(%q): %v, results %v %v, helper %d; want no start", sqls, err, got, errs, c.PID())
+		}
+	}
+}

@@ -197,6 +197,10 @@ func ParseAll(sqls []string, each func(i int, stmts []Stmt, err error)) error {
 			each(next, nil, &SyntaxError{Msg: "NUL byte in the text", Offset: strings.IndexByte(sqls[next], 0)})
 		}
 	}
+	if len(texts) == 0 {
+		refuseNULs(len(sqls)) // nothing to start the helper for
+		return nil
+	}
 	err := pl.parseAndScanAll(texts, func(j int, tree string, scanned []byte, err error) {
 		i := sent[j]
 		refuseNULs(i)
