@@ -14,6 +14,7 @@ import (
 	"github.com/lockmigrate/lockmigrate/internal/config"
 	"github.com/lockmigrate/lockmigrate/internal/dbconn"
 	"github.com/lockmigrate/lockmigrate/internal/dirfs"
+	"github.com/lockmigrate/lockmigrate/internal/earlydial"
 	"github.com/lockmigrate/lockmigrate/lock"
 	"github.com/lockmigrate/lockmigrate/migrations"
 	"github.com/lockmigrate/lockmigrate/runner"
@@ -173,7 +174,8 @@ func (a *app) connect(ctx context.Context) (*dbconn.Session, error) {
 	}
 	a.log.LogAttrs(ctx, slog.LevelDebug, "connected", slog.Int("attempts", attempts),
 		slog.Int("backend_pid", int(conn.PgConn().PID())),
-		slog.String("server_version", conn.PgConn().ParameterStatus("server_version")))
+		slog.String("server_version", conn.PgConn().ParameterStatus("server_version")),
+		slog.Bool("early_socket", earlydial.Used()))
 	return conn, nil
 }
 

@@ -3,8 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net"
+	neturl "net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -90,4 +95,109 @@ func (w *triggerWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// countingProxy forwards TCP connections to target and counts them.
+func countingProxy(t *testing.T, target string) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	accepted = &atomic.Int64{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go io.Copy(s, c)
+				io.Copy(c, s)
+			}()
+		}
+	}()
+	return l.Addr().String(), accepted
+}
+
+// TestEarlySocket: a migrate run of the built binary connects on the socket
+// it dialled while its packages initialised (internal/earlydial), with
+// password authentication and the keepalive settings on: the server side
+// sees one TCP connection per run, applying or finding nothing to do, and
+// the "connected" event says the early socket was used. A run whose URL
+// the early dial cannot read (a key/value DSN) dials as before.
+func TestEarlySocket(t *testing.T) {
+	dbURL, password := secretDB(t)
+	u, err := neturl.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	proxy, accepted := countingProxy(t, target)
+	u.Host = proxy
+	dir := bintest.WriteDir(t, map[string]string{"1_a.sql": "CREATE TABLE a (id int);", "2_b.sql": "CREATE TABLE b (id int);"})
+	env := bintest.With(baseEnv(u.String()), "LOCKMIGRATE_DIR", dir, "LOCKMIGRATE_LOG_LEVEL", "debug")
+	host, port, _ := net.SplitHostPort(proxy)
+	dsn := fmt.Sprintf("host=%s port=%s dbname=%s user=%s password=%s sslmode=disable", host, port,
+		strings.TrimPrefix(u.Path, "/"), u.User.Username(), password)
+	for _, tc := range []struct {
+		name  string
+		env   map[string]string
+		early bool
+	}{
+		{"apply", env, true}, {"no-op", env, true}, {"key/value DSN", bintest.With(env, "DATABASE_URL", dsn), false},
+	} {
+		before := accepted.Load()
+		var stdout, stderr bytes.Buffer
+		cmd := startBinary(t, tc.env, &stdout, &stderr)
+		err := cmd.Wait()
+		r := result{Stdout: stdout.String(), Stderr: stderr.String()}
+		bintest.CheckNoSecrets(t, r.Stdout, r.Stderr)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.name, err, r.Stderr)
+		}
+		if n := accepted.Load() - before; n != 1 {
+			t.Errorf("%s: %d TCP connections, want 1", tc.name, n)
+		}
+		var connected map[string]any
+		for _, ev := range r.Events(t) {
+			if ev["msg"] == "connected" {
+				connected = ev
+			}
+		}
+		if connected == nil || connected["early_socket"] != tc.early {
+			t.Errorf("%s: connected event %v, want early_socket %v", tc.name, connected, tc.early)
+		}
+	}
+}
+
+// TestInitOrder: in the built binary, the early dial's package initialises
+// before procfs and client_golang, whose initialisation is most of what
+// the early dial overlaps (GODEBUG=inittrace=1 prints the order).
+func TestInitOrder(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	cmd := startBinary(t, map[string]string{"GODEBUG": "inittrace=1"}, &stdout, &stderr, "version")
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, line := range strings.Split(stderr.String(), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "init" {
+			pos[f[1]] = i + 1
+		}
+	}
+	early := pos["github.com/lockmigrate/lockmigrate/internal/earlydial"]
+	for _, later := range []string{"github.com/prometheus/procfs", "github.com/prometheus/client_golang/prometheus"} {
+		if early == 0 || pos[later] == 0 || early > pos[later] {
+			t.Errorf("earlydial initialises at %d, %s at %d: want it first", early, later, pos[later])
+		}
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/lockmigrate/lockmigrate/internal/backoff"
+	"github.com/lockmigrate/lockmigrate/internal/earlydial"
 )
 
 // tcpUserTimeout is TCP_USER_TIMEOUT from linux/tcp.h.
@@ -103,9 +104,42 @@ func Config(url string, getenv func(string) string, appName string, ka Keepalive
 		cfg.RuntimeParams["tcp_keepalives_interval"] = fmt.Sprint(max(1, int(ka.Interval.Seconds())))
 		cfg.RuntimeParams["tcp_keepalives_count"] = fmt.Sprint(ka.Count)
 		cfg.RuntimeParams["tcp_user_timeout"] = fmt.Sprint(ka.UserTimeout.Milliseconds())
-		// Client side: the same probes, so a partitioned run fails instead
-		// of waiting for an answer that never comes.
-		d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: ka.Idle, Interval: ka.Interval, Count: ka.Count}}
+	}
+	cfg.DialFunc = dialFunc(ka)
+	// On cancellation, ask the server to cancel the running statement and
+	// keep the connection, so the transaction can be rolled back and the lock
+	// released explicitly; only if the server does not answer within the
+	// delay is the socket cut (which also ends the session and its lock).
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
+	}
+	return cfg, nil
+}
+
+// dialFunc opens the run's sockets: the first with the socket the process
+// dialled while it initialised (internal/earlydial), when it was dialled to
+// that address, and every socket with the keepalive settings. With
+// keepalives on, the client sends the same probes as the server, so that a
+// partitioned run fails instead of waiting for an answer that never comes;
+// off, Go's defaults, as pgconn's own dialer has them.
+func dialFunc(ka Keepalive) pgconn.DialFunc {
+	d := newDialer(ka)
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if c, ok := earlydial.Take(ctx, network, addr); ok {
+			if err := likeDialed(d, network, addr, c); err == nil {
+				return c, nil
+			}
+			c.Close()
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// newDialer is the dialer of the keepalive settings.
+func newDialer(ka Keepalive) *net.Dialer {
+	d := &net.Dialer{}
+	if ka.Idle > 0 {
+		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: ka.Idle, Interval: ka.Interval, Count: ka.Count}
 		d.Control = func(network, _ string, c syscall.RawConn) error {
 			if !strings.HasPrefix(network, "tcp") {
 				return nil
@@ -116,16 +150,30 @@ func Config(url string, getenv func(string) string, appName string, ka Keepalive
 			})
 			return errors.Join(err, serr)
 		}
-		cfg.DialFunc = d.DialContext
 	}
-	// On cancellation, ask the server to cancel the running statement and
-	// keep the connection, so the transaction can be rolled back and the lock
-	// released explicitly; only if the server does not answer within the
-	// delay is the socket cut (which also ends the session and its lock).
-	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, CancelRequestDelay: 0, DeadlineDelay: 5 * time.Second}
+	return d
+}
+
+// likeDialed gives a socket dialled elsewhere (with Go's defaults) the
+// settings d would have given it.
+func likeDialed(d *net.Dialer, network, addr string, c net.Conn) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return errors.New("not a TCP connection")
 	}
-	return cfg, nil
+	if d.KeepAliveConfig.Enable {
+		if err := tc.SetKeepAliveConfig(d.KeepAliveConfig); err != nil {
+			return err
+		}
+	}
+	if d.Control == nil {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return d.Control(network, addr, rc)
 }
 
 func dsnFromEnv(getenv func(string) string) string {

@@ -76,3 +76,68 @@ func TestKeepaliveSettings(t *testing.T) {
 		t.Errorf("worst case %v, want 25s", ka.WorstCase())
 	}
 }
+
+// sockopts are the keepalive options of a connected TCP socket.
+func sockopts(t *testing.T, c net.Conn) [5]int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [5]int
+	var gerr error
+	err = rc.Control(func(fd uintptr) {
+		for i, o := range [][2]int{{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE}, {syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE},
+			{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL}, {syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT}, {syscall.IPPROTO_TCP, tcpUserTimeout}} {
+			v, err := syscall.GetsockoptInt(int(fd), o[0], o[1])
+			out[i], gerr = v, errors.Join(gerr, err)
+		}
+	})
+	if err = errors.Join(err, gerr); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestLikeDialed: a socket dialled early, with Go's defaults, gets the
+// keepalive options and user timeout the run's dialer gives the sockets it
+// dials itself, keepalives on or off.
+func TestLikeDialed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr := l.Addr().String()
+	for _, ka := range []Keepalive{{Idle: 7 * time.Second, Interval: 3 * time.Second, Count: 4, UserTimeout: 11 * time.Second}, {}} {
+		d := newDialer(ka)
+		own, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		early, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := likeDialed(d, "tcp", addr, early); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := sockopts(t, early), sockopts(t, own); got != want {
+			t.Errorf("%+v: the early socket's options (keepalive, idle, interval, count, user timeout) %v, the dialer's own %v", ka, got, want)
+		}
+		if ka.Idle > 0 && sockopts(t, own) != [5]int{1, 7, 3, 4, 11000} {
+			t.Errorf("%+v: the dialer's own socket has %v", ka, sockopts(t, own))
+		}
+		own.Close()
+		early.Close()
+	}
+}
