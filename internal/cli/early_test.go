@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	neturl "net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lockmigrate/lockmigrate/internal/bintest"
+	"github.com/lockmigrate/lockmigrate/internal/pgtest"
 )
 
 // refusedURL points at a port where nothing listens: every connect attempt
@@ -130,51 +133,71 @@ func countingProxy(t *testing.T, target string) (addr string, accepted *atomic.I
 
 // TestEarlySocket: a migrate run of the built binary connects on the socket
 // it dialled while its packages initialised (internal/earlydial), with
-// password authentication and the keepalive settings on: the server side
-// sees one TCP connection per run, applying or finding nothing to do, and
-// the "connected" event says the early socket was used. A run whose URL
-// the early dial cannot read (a key/value DSN) dials as before.
+// password authentication and the keepalive settings on, and over TLS
+// (verify-full, through the same early socket): the server side sees one
+// TCP connection per run, applying or finding nothing to do, and the
+// "connected" event says the early socket was used. A run whose URL the
+// early dial cannot read (a key/value DSN) dials as before.
 func TestEarlySocket(t *testing.T) {
 	dbURL, password := secretDB(t)
-	u, err := neturl.Parse(dbURL)
+	tlsSrv, err := pgtest.Start(pgtest.Options{TLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := u.Host
-	proxy, accepted := countingProxy(t, target)
-	u.Host = proxy
+	t.Cleanup(func() { _ = tlsSrv.Stop() })
+	root := filepath.Join(t.TempDir(), "root.crt")
+	if err := os.WriteFile(root, tlsSrv.CACert(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsURL := strings.Replace(tlsSrv.NewDB(t), "sslmode=disable", "sslmode=verify-full&sslrootcert="+root, 1)
 	dir := bintest.WriteDir(t, map[string]string{"1_a.sql": "CREATE TABLE a (id int);", "2_b.sql": "CREATE TABLE b (id int);"})
-	env := bintest.With(baseEnv(u.String()), "LOCKMIGRATE_DIR", dir, "LOCKMIGRATE_LOG_LEVEL", "debug")
-	host, port, _ := net.SplitHostPort(proxy)
-	dsn := fmt.Sprintf("host=%s port=%s dbname=%s user=%s password=%s sslmode=disable", host, port,
-		strings.TrimPrefix(u.Path, "/"), u.User.Username(), password)
-	for _, tc := range []struct {
+	type run struct {
 		name  string
-		env   map[string]string
+		url   string
 		early bool
+	}
+	for _, db := range []struct {
+		url  string
+		runs func(proxied *neturl.URL) []run
 	}{
-		{"apply", env, true}, {"no-op", env, true}, {"key/value DSN", bintest.With(env, "DATABASE_URL", dsn), false},
+		{dbURL, func(u *neturl.URL) []run {
+			host, port, _ := net.SplitHostPort(u.Host)
+			dsn := fmt.Sprintf("host=%s port=%s dbname=%s user=%s password=%s sslmode=disable", host, port,
+				strings.TrimPrefix(u.Path, "/"), u.User.Username(), password)
+			return []run{{"apply", u.String(), true}, {"no-op", u.String(), true}, {"key/value DSN", dsn, false}}
+		}},
+		{tlsURL, func(u *neturl.URL) []run {
+			return []run{{"tls apply", u.String(), true}, {"tls no-op", u.String(), true}}
+		}},
 	} {
-		before := accepted.Load()
-		var stdout, stderr bytes.Buffer
-		cmd := startBinary(t, tc.env, &stdout, &stderr)
-		err := cmd.Wait()
-		r := result{Stdout: stdout.String(), Stderr: stderr.String()}
-		bintest.CheckNoSecrets(t, r.Stdout, r.Stderr)
+		u, err := neturl.Parse(db.url)
 		if err != nil {
-			t.Fatalf("%s: %v\n%s", tc.name, err, r.Stderr)
+			t.Fatal(err)
 		}
-		if n := accepted.Load() - before; n != 1 {
-			t.Errorf("%s: %d TCP connections, want 1", tc.name, n)
-		}
-		var connected map[string]any
-		for _, ev := range r.Events(t) {
-			if ev["msg"] == "connected" {
-				connected = ev
+		proxy, accepted := countingProxy(t, u.Host)
+		u.Host = proxy
+		for _, tc := range db.runs(u) {
+			before := accepted.Load()
+			env := bintest.With(baseEnv(tc.url), "LOCKMIGRATE_DIR", dir, "LOCKMIGRATE_LOG_LEVEL", "debug")
+			var stdout, stderr bytes.Buffer
+			err := startBinary(t, env, &stdout, &stderr).Wait()
+			r := result{Stdout: stdout.String(), Stderr: stderr.String()}
+			bintest.CheckNoSecrets(t, r.Stdout, r.Stderr)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", tc.name, err, r.Stderr)
 			}
-		}
-		if connected == nil || connected["early_socket"] != tc.early {
-			t.Errorf("%s: connected event %v, want early_socket %v", tc.name, connected, tc.early)
+			if n := accepted.Load() - before; n != 1 {
+				t.Errorf("%s: %d TCP connections, want 1", tc.name, n)
+			}
+			var connected map[string]any
+			for _, ev := range r.Events(t) {
+				if ev["msg"] == "connected" {
+					connected = ev
+				}
+			}
+			if connected == nil || connected["early_socket"] != tc.early {
+				t.Errorf("%s: connected event %v, want early_socket %v", tc.name, connected, tc.early)
+			}
 		}
 	}
 }
