@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	neturl "net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,16 +138,7 @@ func countingProxy(t *testing.T, target string) (addr string, accepted *atomic.I
 // early dial cannot read (a key/value DSN) dials as before.
 func TestEarlySocket(t *testing.T) {
 	dbURL, password := secretDB(t)
-	tlsSrv, err := pgtest.Start(pgtest.Options{TLS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tlsSrv.Stop() })
-	root := filepath.Join(t.TempDir(), "root.crt")
-	if err := os.WriteFile(root, tlsSrv.CACert(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tlsURL := strings.Replace(tlsSrv.NewDB(t), "sslmode=disable", "sslmode=verify-full&sslrootcert="+root, 1)
+	tlsURL := pgtest.StartTLS(t).NewVerifiedDB(t)
 	dir := bintest.WriteDir(t, map[string]string{"1_a.sql": "CREATE TABLE a (id int);", "2_b.sql": "CREATE TABLE b (id int);"})
 	type run struct {
 		name  string

@@ -7,9 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,21 +82,13 @@ const (
 // and its cancellation requests must reach the server (encrypted when
 // the session is) so that a cancelled statement leaves the session alive.
 func TestSessionUpgradeKeepsTheSession(t *testing.T) {
-	tlsSrv, err := pgtest.Start(pgtest.Options{TLS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tlsSrv.Stop() })
-	root := filepath.Join(t.TempDir(), "root.crt")
-	if err := os.WriteFile(root, tlsSrv.CACert(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tlsSrv := pgtest.StartTLS(t)
 	tests := []struct {
 		name, url string
 		tls       bool
 	}{
 		{"plain", pgtest.Shared().NewDB(t), false},
-		{"tls", strings.Replace(tlsSrv.NewDB(t), "sslmode=disable", "sslmode=verify-full&sslrootcert="+root, 1), true},
+		{"tls", tlsSrv.NewVerifiedDB(t), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"testing"
 	"time"
 )
 
@@ -63,3 +65,29 @@ func (s *Server) writeTLSCert() error {
 // CACert is the PEM of the certificate a server started with Options.TLS
 // presents (self-signed, for its loopback address), or nil.
 func (s *Server) CACert() []byte { return s.caCert }
+
+// StartTLS starts a server with Options.TLS for t, stopped when t ends.
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	s, err := Start(Options{TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop() })
+	return s
+}
+
+// NewVerifiedDB is NewDB for a server started with Options.TLS, whose URL
+// makes the client check the server's certificate (sslmode=verify-full,
+// with the CA written to a file under t.TempDir()).
+func (s *Server) NewVerifiedDB(t testing.TB) string {
+	t.Helper()
+	if s.caCert == nil {
+		t.Fatal("pgtest: NewVerifiedDB on a server started without Options.TLS")
+	}
+	root := filepath.Join(t.TempDir(), "root.crt")
+	if err := os.WriteFile(root, s.caCert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(s.NewDB(t), "sslmode=disable", "sslmode=verify-full&sslrootcert="+root, 1)
+}
