@@ -216,7 +216,7 @@ func parseFiles(files []File, cache *ParseCache) ([]parsedFile, error) {
 	at := map[string][]int{} // the files of each text to parse
 	for i, f := range files {
 		if c, ok := cache.get(f.SQL); ok {
-			parsed[i] = parsedFile{File: f, stmts: c.stmts, syntax: c.syntax, lines: c.lines}
+			parsed[i] = c.of(f)
 			continue
 		}
 		if _, ok := at[f.SQL]; !ok {
@@ -239,7 +239,7 @@ func parseFiles(files []File, cache *ParseCache) ([]parsedFile, error) {
 		}
 		cache.put(texts[j], p)
 		for _, i := range at[texts[j]] {
-			parsed[i] = parsedFile{File: files[i], stmts: p.stmts, syntax: p.syntax, lines: p.lines}
+			parsed[i] = p.of(files[i])
 		}
 		done = j + 1
 	})
@@ -247,6 +247,11 @@ func parseFiles(files []File, cache *ParseCache) ([]parsedFile, error) {
 		return nil, fmt.Errorf("lint: parse %s: %w", files[at[texts[done]][0]].Name, err)
 	}
 	return parsed, nil
+}
+
+// of is f with this parse of its text.
+func (p parse) of(f File) parsedFile {
+	return parsedFile{File: f, stmts: p.stmts, syntax: p.syntax, lines: p.lines}
 }
 
 // lineStarts is the byte offset of each line of sql.

@@ -142,8 +142,8 @@ func parse(b backend, sql string) ([]Stmt, error) {
 	if err := b.unavailable(); err != nil {
 		return nil, err
 	}
-	if i := strings.IndexByte(sql, 0); i >= 0 {
-		return nil, &SyntaxError{Msg: "NUL byte in the text", Offset: i}
+	if se := nulError(sql); se != nil {
+		return nil, se
 	}
 	parses.Add(1)
 	raw, scanned, err := b.parseAndScan(sql)
@@ -186,7 +186,7 @@ func ParseAll(sqls []string, each func(i int, stmts []Stmt, err error)) error {
 	sent := make([]int, 0, len(sqls))
 	texts := make([]string, 0, len(sqls))
 	for i, sql := range sqls {
-		if strings.IndexByte(sql, 0) < 0 {
+		if nulError(sql) == nil {
 			sent, texts = append(sent, i), append(texts, sql)
 		}
 	}
@@ -194,7 +194,7 @@ func ParseAll(sqls []string, each func(i int, stmts []Stmt, err error)) error {
 	next := 0 // the next text of sqls to hand to each
 	refuseNULs := func(upTo int) {
 		for ; next < upTo; next++ {
-			each(next, nil, &SyntaxError{Msg: "NUL byte in the text", Offset: strings.IndexByte(sqls[next], 0)})
+			each(next, nil, nulError(sqls[next]))
 		}
 	}
 	if len(texts) == 0 {
@@ -212,6 +212,15 @@ func ParseAll(sqls []string, each func(i int, stmts []Stmt, err error)) error {
 		return err
 	}
 	refuseNULs(len(sqls))
+	return nil
+}
+
+// nulError is the SyntaxError of a text holding a NUL byte, which no
+// PostgreSQL query can hold (and C would read as its end), or nil.
+func nulError(sql string) *SyntaxError {
+	if i := strings.IndexByte(sql, 0); i >= 0 {
+		return &SyntaxError{Msg: "NUL byte in the text", Offset: i}
+	}
 	return nil
 }
 

@@ -2,7 +2,6 @@ package pgparse
 
 import (
 	"errors"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -31,8 +30,8 @@ func scanTokens(b backend, sql string) ([]Token, error) {
 	if err := b.unavailable(); err != nil {
 		return nil, err
 	}
-	if i := strings.IndexByte(sql, 0); i >= 0 {
-		return nil, &SyntaxError{Msg: "NUL byte in the text", Offset: i}
+	if se := nulError(sql); se != nil {
+		return nil, se
 	}
 	parses.Add(1)
 	toks, err := scan(b, sql)
