@@ -76,7 +76,7 @@ PGBIN=$PG_DEFAULT_BIN
 
 # The bench configures every tool itself: drop what the caller's shell could
 # slip in.
-while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LOCKMIGRATE_[A-Z_]*|DATABASE_URL[A-Z_]*|PG[A-Z]+|GOOSE_[A-Z_]*|FLOOR_DIR)$' || true)
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LOCKMIGRATE_[A-Z_]*|DATABASE_URL[A-Z_]*|PG[A-Z]+|GOOSE_[A-Z_]*|FLOOR_DIR|FLOOR_READ)$' || true)
 
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 

@@ -76,7 +76,7 @@ QUIET_TOTAL=${BENCH_QUIET_TOTAL:-120}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/lockmigrate-bench
 PGBIN=$PG_DEFAULT_BIN
 
-while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LOCKMIGRATE_[A-Z_]*|DATABASE_URL[A-Z_]*|PG[A-Z]+|GOOSE_[A-Z_]*|FLOOR_DIR)$' || true)
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(LOCKMIGRATE_[A-Z_]*|DATABASE_URL[A-Z_]*|PG[A-Z]+|GOOSE_[A-Z_]*|FLOOR_DIR|FLOOR_READ)$' || true)
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 PHASE_T=$SECONDS PHASE=setup
 # phase_done NEXT: record how long the phase that ends took, start NEXT.
@@ -308,6 +308,12 @@ if has noop; then
 			quiet "noop $s round $r"
 			hf "$OUT/noop/dir-$s-$r.json" --warmup 3 --runs "$NOOP_RUNS" \
 				-n floor "$BIN/floor" -n "lockmigrate (dir)" "$BIN/lockmigrate" -n goose "$goose_cmd"
+			(
+				# The floor that also reads every file to its end: the
+				# kernel's cost per file, for the directory slope.
+				export FLOOR_READ=$LOCKMIGRATE_DIR
+				hf "$OUT/noop/read-$s-$r.json" --warmup 3 --runs "$NOOP_RUNS" -n "floor (reads the dir)" "$BIN/floor"
+			)
 			(
 				unset LOCKMIGRATE_DIR
 				hf "$OUT/noop/emb-$s-$r.json" --warmup 3 --runs "$NOOP_RUNS" \

@@ -15,18 +15,32 @@
 // one round trip per migration. It validates nothing and reports nothing:
 // it is a floor, not a tool.
 //
+// With FLOOR_READ (a directory) and no FLOOR_DIR it is the least a no-op
+// that checks every file's bytes can do: while it connects and sends the
+// try-lock, it reads every "*.sql" file of FLOOR_READ to its end (open,
+// read until EOF, close: the system calls any reader of a file makes), on
+// GOMAXPROCS goroutines from 512 files on, as lockmigrate's loader does. It
+// hashes and parses nothing. Its slope over the applied migrations is the
+// kernel's cost per file, against which lockmigrate's directory slope is
+// read (bench/scale).
+//
 // It uses the same query mode as lockmigrate (exec: one round trip per
 // statement, no prepared statement cache).
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -39,6 +53,19 @@ func main() {
 }
 
 func run(ctx context.Context) error {
+	read := make(chan error, 1)
+	if dir := os.Getenv("FLOOR_READ"); dir != "" && os.Getenv("FLOOR_DIR") == "" {
+		go func() { read <- readAll(dir) }()
+	} else {
+		read <- nil
+	}
+	if err := connectAndTry(ctx); err != nil {
+		return err
+	}
+	return <-read
+}
+
+func connectAndTry(ctx context.Context) error {
 	cfg, err := pgx.ParseConfig(os.Getenv("DATABASE_URL"))
 	if err != nil {
 		return err
@@ -110,4 +137,60 @@ func apply(ctx context.Context, conn *pgx.Conn, dir string) error {
 		}
 	}
 	return nil
+}
+
+// readAll reads every "*.sql" file of dir to its end.
+func readAll(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".sql") {
+			names = append(names, filepath.Join(dir, e.Name()))
+		}
+	}
+	workers := 1
+	if len(names) >= 512 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		errs = make([]error, workers)
+	)
+	for w := range workers {
+		wg.Go(func() {
+			buf := make([]byte, 64<<10)
+			for i := next.Add(1) - 1; int(i) < len(names); i = next.Add(1) - 1 {
+				if err := readFile(names[i], buf); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// readFile reads one file with the system calls alone: os.Open adds
+// fcntl and epoll_ctl calls per file that a floor should not pay.
+func readFile(name string, buf []byte) error {
+	fd, err := syscall.Open(name, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	defer syscall.Close(fd)
+	for {
+		n, err := syscall.Read(fd, buf)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+		case err != nil:
+			return fmt.Errorf("read %s: %w", name, err)
+		case n == 0:
+			return nil
+		}
+	}
 }

@@ -71,8 +71,8 @@ func load(dir string) (*data, error) {
 	if d.quiet, err = readTSV(filepath.Join(dir, "quiet.tsv")); err != nil {
 		return nil, err
 	}
-	// noop/{dir,emb}-SIZE-ROUND.json, apply/SIZE-TOOL-ROUND.json
-	if err := loadRuns(filepath.Join(dir, "noop"), regexp.MustCompile(`^(?:dir|emb)-(\d+)-\d+\.json$`), d.noop, nil); err != nil {
+	// noop/{dir,emb,read}-SIZE-ROUND.json, apply/SIZE-TOOL-ROUND.json
+	if err := loadRuns(filepath.Join(dir, "noop"), regexp.MustCompile(`^(?:dir|emb|read)-(\d+)-\d+\.json$`), d.noop, nil); err != nil {
 		return nil, err
 	}
 	if err := loadRuns(filepath.Join(dir, "apply"), regexp.MustCompile(`^(\d+)-[a-z]+-\d+\.json$`), d.apply, d.applyCPU); err != nil {
