@@ -58,6 +58,22 @@ func (r *report) noopSection() {
 		}
 		ir[dirName+gcOff] = curve{name: dirName + gcOff, v: off}
 	}
+	r.noopSlopes(ir, floor, read, dir, emb, goose)
+	r.superlinearNote("no-op wall", dir, emb)
+	r.superlinearNote("no-op instructions", ir[dirName], ir[embName])
+	r.plots = append(r.plots,
+		plot{name: "noop-wall", title: "No-op start: wall median", xlabel: "applied migrations", ylabel: "ms", logY: true,
+			series: []series{{"floor", points(floor)}, {readName, points(read)}, {dirName, points(dir)}, {embName, points(emb)}, {"goose", points(goose)}}},
+		plot{name: "noop-instructions", title: "No-op start: instructions (callgrind Ir)", xlabel: "applied migrations", ylabel: "million instructions", logY: true,
+			series: []series{{"floor", points(scale(ir["floor"], 1e-6))}, {dirName, points(scale(ir[dirName], 1e-6))},
+				{embName, points(scale(ir[embName], 1e-6))}, {"goose", points(scale(ir["goose"], 1e-6))},
+				{dirName + gcOff, points(scale(ir[dirName+gcOff], 1e-6))}}})
+}
+
+// noopSlopes writes the no-op's cost per applied migration, wall and
+// instructions (ir: the instruction curves by name), and the slope
+// targets, the directory's against the floor that reads the same files.
+func (r *report) noopSlopes(ir map[string]curve, floor, read, dir, emb, goose curve) {
 	r.f("\nCost per applied migration: least-squares slope over the sizes, and the marginal cost between consecutive sizes (a marginal that grows with the size is superlinear).\n\n")
 	r.f("| tool | slope (µs wall / migration) | marginal (µs / migration) | slope (instructions / migration) | marginal (instructions / migration) |\n|---|---:|---|---:|---|\n")
 	for _, c := range []curve{floor, read, dir, emb, goose} {
@@ -83,15 +99,6 @@ func (r *report) noopSection() {
 		}
 		r.target(fmt.Sprintf("no-op slope, %s, ≤ 2 µs wall per applied migration", c.name), got, s <= 2)
 	}
-	r.superlinearNote("no-op wall", dir, emb)
-	r.superlinearNote("no-op instructions", ir[dirName], ir[embName])
-	r.plots = append(r.plots,
-		plot{name: "noop-wall", title: "No-op start: wall median", xlabel: "applied migrations", ylabel: "ms", logY: true,
-			series: []series{{"floor", points(floor)}, {readName, points(read)}, {dirName, points(dir)}, {embName, points(emb)}, {"goose", points(goose)}}},
-		plot{name: "noop-instructions", title: "No-op start: instructions (callgrind Ir)", xlabel: "applied migrations", ylabel: "million instructions", logY: true,
-			series: []series{{"floor", points(scale(ir["floor"], 1e-6))}, {dirName, points(scale(ir[dirName], 1e-6))},
-				{embName, points(scale(ir[embName], 1e-6))}, {"goose", points(scale(ir["goose"], 1e-6))},
-				{dirName + gcOff, points(scale(ir[dirName+gcOff], 1e-6))}}})
 }
 
 func scale(c curve, k float64) curve {
